@@ -1,0 +1,26 @@
+"""`tunesmith chat`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def chat(
+    model: Annotated[str, typer.Argument(help="Run folder/name, catalog name, Hub id or local model folder")],
+    prompt: Annotated[str | None, typer.Option(help="Answer this one prompt and exit (for scripts)")] = None,
+    system: Annotated[str | None, typer.Option(help="System message")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
+) -> None:
+    """Chat with a model in the terminal; output streams as it is generated."""
+    from tunesmith.serve.chat import repl, stream_reply
+    from tunesmith.serve.loading import load_any
+
+    loaded = load_any(model)
+    if prompt is not None:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        stream_reply(loaded, messages, max_new_tokens, temperature)
+        return
+    repl(loaded, system, max_new_tokens, temperature)

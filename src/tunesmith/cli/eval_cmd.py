@@ -1,0 +1,32 @@
+"""`tunesmith eval`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tunesmith.cli.output import out
+from tunesmith.train.run_dir import resolve_run, write_json
+
+
+def eval_run(
+    run: Annotated[str, typer.Argument(help="Run folder, or run name under ./runs")],
+    data: Annotated[
+        str | None, typer.Option(help="Evaluate on this file instead of the run's validation split")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Base vs tuned: validation loss, perplexity and (short targets) exact match. Saves eval.json in the run."""
+    from tunesmith.evaluate.runner import evaluate_run, report_table
+
+    run_dir = resolve_run(run)
+    report = evaluate_run(run_dir, data)
+    write_json(run_dir / "eval.json", report)
+    if as_json:
+        out.print(json.dumps(report, indent=2))
+    else:
+        out.print(report_table(report))
+        for sample in report["tuned"].get("predictions", [])[:3]:
+            out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}")

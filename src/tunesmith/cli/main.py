@@ -1,0 +1,51 @@
+"""The tunesmith command line: a table of commands, each a thin call into one recipe."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.markup import escape
+
+from tunesmith.cli import chat_cmd, demo_cmd, eval_cmd, models_cmd, train_cmd
+from tunesmith.cli.output import err
+from tunesmith.errors import TrainingInterrupted, UserError
+
+app = typer.Typer(
+    name="tunesmith",
+    help="Fine-tune pre-trained language models on your own data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_cmd.app, name="models")
+
+COMMANDS = {
+    "train": train_cmd.train,
+    "resume": train_cmd.resume_run,
+    "validate": train_cmd.validate,
+    "eval": eval_cmd.eval_run,
+    "chat": chat_cmd.chat,
+    "demo": demo_cmd.demo,
+}
+for name, function in COMMANDS.items():
+    app.command(name)(function)
+
+
+def main() -> None:
+    """Console entry point: user mistakes are one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except TrainingInterrupted as exc:
+        err.print(
+            f"[yellow]interrupted[/] at step {exc.step}; checkpoint saved to {escape(str(exc.checkpoint))}. "
+            "Continue with --resume (or `tunesmith resume RUN`)."
+        )
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Load a run config: safe YAML, then `--set a.b=c` overrides, then typed validation.
+
+Errors are one line and name the file and the key; unknown keys suggest the nearest valid one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tunesmith.config.schema import Config, FullConfig, LoraConfig
+from tunesmith.errors import UserError, did_you_mean
+
+METHOD_MODELS: dict[str, type[BaseModel]] = {"lora": LoraConfig, "full": FullConfig}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping with the safe loader (no Python tags)."""
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{line}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the config must be a mapping of sections (run, model, data, method, train, eval)")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (so 2, 1e-4, true, [a, b] work)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (for suggesting valid keys)."""
+    model: type[BaseModel] | None = Config
+    node: Any = data
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str):
+            return None
+        if part == "method" and model is Config:
+            name = node.get("method", {}).get("name", "lora") if isinstance(node, dict) else "lora"
+            model, node = METHOD_MODELS.get(name), node.get("method", {})
+            continue
+        if part in {"lora", "full"} and model is Config:
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return model
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if p not in {"lora", "full"})
+    dotted = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc, data)
+        hint = did_you_mean(str(loc[-1]), model.model_fields) if model else ""
+        valid = ", ".join(model.model_fields) if model else ""
+        return f"unknown key '{dotted}'.{hint}" + (f" Valid keys here: {valid}." if not hint and valid else "")
+    if error["type"] == "union_tag_invalid":
+        return f"'{dotted}.name' must be one of: {', '.join(METHOD_MODELS)}"
+    return f"'{dotted}': {error['msg']}" if dotted else error["msg"]
+
+
+def validate(data: dict[str, Any], source: str) -> Config:
+    """Validate a raw mapping into a `Config`, raising a one-line `UserError` on the first problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise UserError(f"{source}: {_describe(errors[0], data)}{more}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read YAML defaults from `path` (or none), apply overrides, and validate."""
+    data = read_yaml(Path(path)) if path is not None else {}
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return validate(data, str(path) if path is not None else "config")
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, as saved in a run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

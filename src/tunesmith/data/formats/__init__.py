@@ -1,0 +1,32 @@
+"""The data formats, registered one line each.
+
+Registration order is the auto-detection order: the most specific layout comes first.
+"""
+
+from __future__ import annotations
+
+from tunesmith.data.formats.alpaca import ALPACA
+from tunesmith.data.formats.base import Format, RowError
+from tunesmith.data.formats.chat import CHAT
+from tunesmith.data.formats.prompt_completion import PROMPT_COMPLETION
+from tunesmith.data.formats.text import TEXT
+from tunesmith.data.formats.text_label import TEXT_LABEL
+
+__all__ = ["FORMATS", "Format", "RowError", "register"]
+
+FORMATS: dict[str, Format] = {}
+
+
+def register(fmt: Format) -> Format:
+    """Add `fmt` to `FORMATS`; a name that is already taken is a bug and raises ValueError."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"data format {fmt.name!r} is already registered")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+register(CHAT)
+register(ALPACA)
+register(PROMPT_COMPLETION)
+register(TEXT_LABEL)
+register(TEXT)

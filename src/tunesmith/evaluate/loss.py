@@ -1,0 +1,39 @@
+"""Validation loss and perplexity, computed with the shared training numerics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tunesmith.data.batching import collate, eval_batches
+from tunesmith.data.tokenize import Encoded
+from tunesmith.train.numerics import mean_loss, token_loss_sum
+from tunesmith.train.precision import autocast
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, data: Sequence[Encoded], pad_id: int, batch_size: int = 16, bf16: bool = False
+) -> dict[str, float]:
+    """Token-weighted mean cross-entropy over `data`, its perplexity and the token count."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    try:
+        for idx in eval_batches(data, batch_size):
+            batch = collate([data[i] for i in idx], pad_id)
+            with autocast(bf16):
+                loss_sum, n = token_loss_sum(model, batch)
+            total += float(loss_sum)
+            tokens += n
+    finally:
+        model.train(was_training)
+    loss = mean_loss(total, tokens)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss) if math.isfinite(loss) and loss < 50 else float("inf"),
+        "tokens": tokens,
+    }

@@ -1,0 +1,180 @@
+"""Atomic checkpoints in safetensors + JSON (never pickle).
+
+A checkpoint is staged in a hidden folder next to its target, fsynced, then renamed into place, so a crash at
+any point leaves either the complete checkpoint or none. Old checkpoints are rotated only after the new one is in
+place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tunesmith.errors import UserError
+
+_STEP_DIR = re.compile(r"^step-(\d{7})$")
+WEIGHTS, OPTIMIZER, STATE, RNG = "trainable.safetensors", "optimizer.safetensors", "state.json", "rng.safetensors"
+
+
+@dataclass
+class TrainState:
+    """Where training is: enough to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_batch: int = 0  # micro-batches of `epoch` already consumed
+    tokens_seen: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    base_val_loss: float | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in path.iterdir():
+        with open(file, "rb+") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(path)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train (the only ones a checkpoint needs)."""
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in sd["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in load_file(folder / OPTIMIZER).items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = tensor
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState, keep: int
+) -> Path:
+    """Write checkpoint `step-N` atomically under `folder`, then rotate old ones (keeping the best)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"step-{state.step:07d}"
+    staging = folder / f".staging-{target.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        save_file(trainable_state(model), staging / WEIGHTS)
+        tensors, meta = _optimizer_tensors(optimizer)
+        save_file(tensors, staging / OPTIMIZER)
+        (staging / "optimizer.json").write_text(json.dumps(meta))
+        save_file({"torch": torch.get_rng_state()}, staging / RNG)
+        extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
+        (staging / STATE).write_text(json.dumps({"train_state": asdict(state), **extra}))
+        _fsync_tree(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        _fsync_dir(folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"could not write checkpoint {target}: {exc.strerror or exc}") from None
+    _rotate(folder, keep, state.best_step)
+    return target
+
+
+def _rotate(folder: Path, keep: int, best_step: int | None) -> None:
+    steps = complete_checkpoints(folder)
+    for path in steps[:-keep]:
+        if best_step is None or path.name != f"step-{best_step:07d}":
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (staging folders are never complete)."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _STEP_DIR.match(p.name) and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def clean_staging(folder: Path) -> None:
+    """Remove debris of a save that was killed midway."""
+    if folder.is_dir():
+        for p in folder.glob(".staging-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint folder; return the train state."""
+    weights = load_file(path / WEIGHTS)
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise UserError(f"{path}: checkpoint does not match the model (unknown parameter {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    _load_optimizer(optimizer, path)
+    meta = json.loads((path / STATE).read_text())
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(load_file(path / RNG)["torch"])
+    random.setstate(_tuplify(meta["python_rng"]))
+    np.random.set_state(
+        tuple(meta["numpy_rng"][:1]) + (np.array(meta["numpy_rng"][1], dtype=np.uint32),) + tuple(meta["numpy_rng"][2:])
+    )
+    return TrainState(**meta["train_state"])
+
+
+def _py_rng() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _tuplify(state: list[Any]) -> tuple[Any, ...]:
+    return (state[0], tuple(state[1]), state[2])
+
+
+def _np_rng() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def save_weights_atomically(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Write one safetensors file via a temporary name and rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(weights, tmp)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,243 @@
+"""The training loop: plain PyTorch, readable top to bottom.
+
+One optimizer step = `grad_accum` micro-batches, loss normalised by the trained tokens of the whole step
+(see `numerics`). Evaluation, early stopping, best-weights tracking, atomic checkpoints, exact resume, NaN
+guard and graceful SIGTERM/SIGINT all live here.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from transformers import get_scheduler
+
+from tunesmith.config.schema import TrainConfig
+from tunesmith.data.batching import batch_plan, collate
+from tunesmith.data.tokenize import Encoded
+from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
+from tunesmith.evaluate.loss import evaluate_loss
+from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.metrics_log import MetricsLog
+from tunesmith.train.numerics import accumulate_step
+from tunesmith.train.precision import autocast
+
+StepHook = Callable[[ckpt.TrainState], None]
+
+
+@dataclass
+class LoopSetup:
+    """Everything the loop needs, built by the recipe."""
+
+    model: nn.Module
+    train_data: Sequence[Encoded]
+    val_data: Sequence[Encoded]
+    pad_id: int
+    cfg: TrainConfig
+    run_dir: Path
+    seed: int = 0
+    bf16: bool = False
+    eval_batch_size: int = 16
+    hooks: list[StepHook] = field(default_factory=list)
+
+
+@dataclass
+class LoopResult:
+    state: ckpt.TrainState
+    total_steps: int
+    stopped_early: bool
+    train_seconds: float
+
+
+class _StopSignal:
+    """First SIGTERM/SIGINT: finish the step, checkpoint, exit. A second one: stop at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
+    return math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum)
+
+
+def total_steps(n_examples: int, cfg: TrainConfig) -> int:
+    """Optimizer steps the run will take: epochs × steps per epoch, capped by max_steps."""
+    steps = math.ceil(steps_per_epoch(n_examples, cfg) * cfg.epochs)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _step_windows(setup: LoopSetup, epoch: int) -> list[list[list[int]]]:
+    plan = batch_plan([len(e.input_ids) for e in setup.train_data], setup.cfg.batch_size, setup.seed, epoch)
+    acc = setup.cfg.grad_accum
+    return [plan[i : i + acc] for i in range(0, len(plan), acc)]
+
+
+@dataclass
+class StepStats:
+    loss: float          # mean over the step's trained tokens
+    trained_tokens: int  # tokens that carry a loss
+    input_tokens: int    # non-padding tokens the model processed (the throughput unit TRL reports)
+    grad_norm: float     # before clipping
+
+
+def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int) -> StepStats:
+    """One optimizer step over `window`'s micro-batches."""
+    micro = [collate([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
+    total, denominator = accumulate_step(setup.model, micro, autocast(setup.bf16))
+    params = [p for p in setup.model.parameters() if p.requires_grad]
+    max_norm = setup.cfg.max_grad_norm or float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not (math.isfinite(total) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(total) else "gradient norm"
+        raise NonFiniteLossError(
+            f"the {what} became NaN/Inf at step {step}; nothing was saved from this step. "
+            "Lower train.lr, keep train.max_grad_norm set, or check the data of this batch"
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    inputs = sum(int(mb["attention_mask"].sum()) for mb in micro)
+    return StepStats(total / denominator, denominator, inputs, grad_norm)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("val {task.fields[val]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+class _Trainer:
+    """State of one loop run; methods are the loop's phases."""
+
+    def __init__(self, setup: LoopSetup, resume_from: Path | None):
+        self.setup, self.cfg = setup, setup.cfg
+        self.total = total_steps(len(setup.train_data), self.cfg)
+        self.optimizer = _optimizer(setup.model, self.cfg)
+        self.scheduler = get_scheduler(
+            self.cfg.schedule if self.cfg.schedule != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=int(self.cfg.warmup_ratio * self.total),
+            num_training_steps=self.total,
+        )
+        self.ckpt_dir, self.best_path = setup.run_dir / "checkpoints", setup.run_dir / "best" / ckpt.WEIGHTS
+        ckpt.clean_staging(self.ckpt_dir)
+        self.state = ckpt.TrainState()
+        if resume_from is not None:
+            self.state = ckpt.load_checkpoint(resume_from, setup.model, self.optimizer, self.scheduler)
+        self.log = MetricsLog(
+            setup.run_dir / "metrics.jsonl", truncate_after_step=self.state.step if resume_from is not None else None
+        )
+
+    def evaluate(self) -> float:
+        s = self.setup
+        val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16)["loss"]
+        state = self.state
+        if state.best_val_loss is None or val < state.best_val_loss:
+            state.best_val_loss, state.best_step, state.evals_since_best = val, state.step, 0
+            self.best_path.parent.mkdir(exist_ok=True)
+            ckpt.save_weights_atomically(ckpt.trainable_state(s.model), self.best_path)
+        else:
+            state.evals_since_best += 1
+        self.log.write(step=state.step, val_loss=val, val_perplexity=math.exp(min(val, 50)))
+        return val
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.ckpt_dir, self.setup.model, self.optimizer, self.scheduler, self.state, self.cfg.keep_checkpoints
+        )
+
+    def should_stop_early(self) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.state.evals_since_best >= patience
+
+    def run(self) -> LoopResult:
+        s, state = self.setup, self.state
+        s.model.train()
+        if state.step == 0 and state.best_val_loss is None:
+            state.base_val_loss = self.evaluate()
+        start, stopped_early = time.perf_counter(), False
+        with _StopSignal() as stop, _progress() as bar:
+            task = bar.add_task("train", total=self.total, completed=state.step, loss="-", val="-", tps="-")
+            while state.step < self.total and not stopped_early:
+                windows = _step_windows(s, state.epoch)
+                for window in windows[state.micro_batch // self.cfg.grad_accum :]:
+                    stopped_early = self._one_step(window, stop, bar, task)
+                    if stopped_early or state.step >= self.total:
+                        break
+                else:
+                    state.epoch, state.micro_batch = state.epoch + 1, 0
+        return LoopResult(state, self.total, stopped_early, time.perf_counter() - start)
+
+    def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: Progress, task: object) -> bool:
+        state, t0 = self.state, time.perf_counter()
+        stats = _train_step(self.setup, window, self.optimizer, state.step + 1)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)
+        state.tokens_seen += stats.input_tokens
+        tps = stats.input_tokens / max(time.perf_counter() - t0, 1e-9)
+        self.log.write(step=state.step, epoch=state.epoch, train_loss=stats.loss, lr=lr, grad_norm=stats.grad_norm,
+                       tokens=stats.input_tokens, trained_tokens=stats.trained_tokens, tokens_per_s=round(tps, 1))
+        val = None
+        if state.step % self.cfg.eval_every == 0 or state.step == self.total:
+            val = self.evaluate()
+        if state.step % self.cfg.save_every == 0 or state.step == self.total:
+            self.save()
+        bar.update(
+            task,
+            completed=state.step,
+            loss=f"{stats.loss:.3f}",
+            tps=f"{tps:.0f}",
+            **({"val": f"{val:.3f}"} if val is not None else {}),
+        )
+        for hook in self.setup.hooks:
+            hook(state)
+        if stop.signum is not None:
+            path = self.save()
+            raise TrainingInterrupted(state.step, str(path), exit_code=128 + stop.signum)
+        return self.should_stop_early()
+
+
+def run_training(setup: LoopSetup, resume_from: Path | None = None) -> LoopResult:
+    """Train until the step budget or early stopping; leaves the best weights in `run_dir/best`."""
+    return _Trainer(setup, resume_from).run()

@@ -1,0 +1,101 @@
+"""The shared numerics: masking, token counting and loss normalisation. Every method and evaluation uses these.
+
+The loss of an optimizer step is the sum of per-token cross-entropies over every micro-batch of the step divided
+by the number of trained tokens in the whole step. Dividing each micro-batch by its own token count (the common
+bug) weights short micro-batches too much under gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+_LOGIT_CHUNK = 2048  # supervised positions per lm_head call: bounds the size of one logits block
+
+
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Targets aligned with the logits of positions 0..T-2 (position t predicts token t+1)."""
+    return labels[:, 1:]
+
+
+def count_trainable(labels: torch.Tensor) -> int:
+    """Number of tokens that carry a loss in a batch of labels."""
+    return int((shifted_targets(labels) != IGNORE_INDEX).sum())
+
+
+def count_step_tokens(micro_batches: Sequence[dict[str, torch.Tensor]]) -> int:
+    """Trained tokens across all micro-batches of one optimizer step: the loss denominator."""
+    return sum(count_trainable(mb["labels"]) for mb in micro_batches)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The transformer body and lm_head, when logits can be computed for selected positions only."""
+    base = _unwrap(model)
+    config = getattr(base, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None  # these models post-process logits inside forward(); use the full forward
+    get_decoder, get_head = getattr(base, "get_decoder", None), getattr(base, "get_output_embeddings", None)
+    if not (callable(get_decoder) and callable(get_head)):
+        return None
+    decoder, head = get_decoder(), get_head()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the trained tokens of a batch, and how many there are.
+
+    The lm_head runs only on positions that have a target: for a 49k vocabulary that is most of the compute and
+    memory of the head saved on prompt and padding positions.
+    """
+    targets = shifted_targets(batch["labels"])
+    mask = targets != IGNORE_INDEX
+    n_tokens = int(mask.sum())
+    parts = _decoder_and_head(model)
+    if parts is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum")
+        return loss, n_tokens
+    decoder, head = parts
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    selected, wanted = hidden[:, :-1][mask], targets[mask]
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, selected.shape[0], _LOGIT_CHUNK):
+        chunk = head(selected[start : start + _LOGIT_CHUNK]).float()
+        loss = loss + F.cross_entropy(chunk, wanted[start : start + _LOGIT_CHUNK], reduction="sum")
+    return loss, n_tokens
+
+
+def accumulate_step(
+    model: nn.Module,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    precision: contextlib.AbstractContextManager | None = None,
+) -> tuple[float, int]:
+    """Backpropagate one optimizer step's micro-batches, each scaled by the step's total token count.
+
+    Returns (summed loss, trained tokens); the step's mean loss is their ratio. Gradients accumulate in `.grad`.
+    """
+    denominator = count_step_tokens(micro_batches)
+    total = 0.0
+    if denominator == 0:
+        return total, 0
+    for batch in micro_batches:
+        with precision if precision is not None else contextlib.nullcontext():
+            loss_sum, _ = token_loss_sum(model, batch)
+        (loss_sum / denominator).backward()
+        total += float(loss_sum.detach())
+    return total, denominator
+
+
+def mean_loss(loss_sum: float, n_tokens: int) -> float:
+    """Token-weighted mean loss; NaN when nothing was scored (never a fake 0.0)."""
+    return loss_sum / n_tokens if n_tokens else float("nan")
