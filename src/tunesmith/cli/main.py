@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import typer
 from rich.markup import escape
@@ -32,8 +34,23 @@ for name, function in COMMANDS.items():
     app.command(name)(function)
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars are enough; library bars and known-harmless deprecation noise are hidden."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def main() -> None:
     """Console entry point: user mistakes are one line on stderr and a non-zero exit, never a traceback."""
+    _quiet_libraries()
     try:
         app()
     except UserError as exc:
@@ -45,6 +62,9 @@ def main() -> None:
             "Continue with --resume (or `tunesmith resume RUN`)."
         )
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]aborted[/]")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def offline_message(repo_id: str) -> str:
     """The one-line error for a Hub id that cannot be fetched."""
     return (
         f"cannot download '{repo_id}' from the Hugging Face Hub (offline or unreachable); "
-        "run `tunesmith models pull <catalog name>` or pass a local folder"
+        "use a catalog model instead (`tunesmith models list`, e.g. smollm2-135m, fetched with "
+        "`tunesmith models pull smollm2-135m`) or pass a local folder"
     )
 
 
