@@ -78,3 +78,17 @@ def test_validate_prints_resolved_config(workdir):
     result = run_cli("validate", "cfg.yaml", "--set", "train.lr=1e-3", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "lr: 0.001" in result.stdout
+
+
+def test_skip_invalid_trains_and_lists_every_dropped_row(workdir):
+    rows = [json.dumps({"prompt": f"say {i}", "completion": f"ok {i}"}) for i in range(12)]
+    rows[4] = "{broken"
+    rows[7] = json.dumps({"prompt": "no completion here"})
+    (workdir / "some_bad.jsonl").write_text("\n".join(rows) + "\n")
+    result = run_cli("train", "cfg.yaml", "--set", "data.train=some_bad.jsonl", "--set", "run.name=skip",
+                     "--set", "train.precision=fp32", "--skip-invalid", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "2 rows rejected" in result.stderr
+    report = json.loads((workdir / "runs" / "skip" / "data_report.json").read_text())
+    assert report["rejected_rows"] == 2
+    assert [(r["line"], r["code"]) for r in report["rejected"]] == [(5, "invalid_json"), (8, "missing_field")]

@@ -18,6 +18,13 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a c
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/sft-lora.yaml")],
     overrides: SetOption = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="Drop invalid rows (each one reported) instead of stopping; same as --set data.skip_invalid=true",
+        ),
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -28,7 +35,7 @@ def train(
     """Fine-tune a model as the config says; writes runs/<name>/."""
     from tunesmith.recipes.sft import run_sft
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*(overrides or []), *(["data.skip_invalid=true"] if skip_invalid else [])])
     run_dir = run_sft(cfg, str(config), resume=resume)
     _print_summary(run_dir)
 

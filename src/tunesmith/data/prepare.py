@@ -12,9 +12,9 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config.schema import DataConfig
 from tunesmith.data.example import Example
-from tunesmith.data.load import LoadedData, load_examples
+from tunesmith.data.load import load_examples
 from tunesmith.data.tokenize import Encoded, EncodeReport, encode_examples
-from tunesmith.errors import UserError
+from tunesmith.errors import DataError, UserError
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Splits:
     train: list[Example]
     val: list[Example]
     format: str
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[DataError] = field(default_factory=list)
     data_hash: str = ""
 
 
@@ -45,8 +45,8 @@ def file_hash(*paths: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _rejected_rows(loaded: LoadedData) -> list[dict[str, Any]]:
-    return [{"file": e.path, "line": e.line, "code": e.code, "problem": e.problem} for e in loaded.rejected]
+def _rejected_rows(rejected: list[DataError]) -> list[dict[str, Any]]:
+    return [{"file": e.path, "line": e.line, "code": e.code, "problem": e.problem} for e in rejected]
 
 
 def split_examples(cfg: DataConfig, seed: int) -> Splits:
@@ -54,11 +54,11 @@ def split_examples(cfg: DataConfig, seed: int) -> Splits:
     if not cfg.train:
         raise UserError("no training data: set data.train in the config or pass --set data.train=FILE")
     train = load_examples(cfg.train, cfg.format, cfg.skip_invalid, cfg.system_prompt, cfg.max_train_rows)
-    rejected = _rejected_rows(train)
+    rejected = list(train.rejected)
     if cfg.val:
         val_loaded = load_examples(cfg.val, cfg.format, cfg.skip_invalid, cfg.system_prompt)
         train_rows, val_rows = train.examples, val_loaded.examples
-        rejected += _rejected_rows(val_loaded)
+        rejected += val_loaded.rejected
     else:
         if len(train.examples) < 2:
             raise UserError(f"{cfg.train}: need at least 2 rows to hold out validation data (or set data.val)")
@@ -95,7 +95,7 @@ def prepare_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int)
         "format": splits.format,
         "data_hash": splits.data_hash,
         "rejected_rows": len(splits.rejected),
-        "rejected": splits.rejected[:200],
+        "rejected": _rejected_rows(splits.rejected[:200]),
         "train": train_report.as_dict(),
         "val": val_report.as_dict(),
     }

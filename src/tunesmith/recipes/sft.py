@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import Config
+from tunesmith.data.load import summarize_rejected
 from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import TrainingInterrupted, UserError
@@ -25,7 +26,7 @@ from tunesmith.methods import METHODS, count_parameters
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train import run_dir as runs
 from tunesmith.train.checkpoint import WEIGHTS
-from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training
+from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training, steps_per_epoch
 from tunesmith.train.metrics_log import plot_losses
 from tunesmith.train.precision import cpu_supports_bf16, threads, use_bf16
 
@@ -66,6 +67,26 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return pid
 
 
+def _report_drops(prepared: Prepared) -> None:
+    """Say what was left out of training, so nothing is lost silently (details in data_report.json)."""
+    report = prepared.report
+    if prepared.splits.rejected:
+        console.print(
+            f"[yellow]skipped invalid rows[/] (data.skip_invalid): {summarize_rejected(prepared.splits.rejected)}",
+            markup=True,
+            highlight=False,
+        )
+    for split in ("train", "val"):
+        part = report[split]
+        if part["truncated"] or part["dropped_no_trainable_tokens"]:
+            console.print(
+                f"[yellow]{split}[/]: {part['truncated']} rows truncated to data.max_length, "
+                f"{part['dropped_no_trainable_tokens']} dropped with no trainable token left "
+                f"(lines {part['dropped_lines'][:10]})",
+                highlight=False,
+            )
+
+
 def _restore_best(model: nn.Module, run_dir: Path) -> None:
     best = run_dir / "best" / WEIGHTS
     if best.is_file():
@@ -97,7 +118,7 @@ def _summary(
         "steps": state.step,
         "planned_steps": result.total_steps,
         "stopped_early": result.stopped_early,
-        "epochs_completed": state.epoch,
+        "epochs": round(state.step / max(steps_per_epoch(len(prepared.train), cfg.train), 1), 3),
         "train_tokens_seen": state.tokens_seen,
         "train_seconds": round(result.train_seconds, 1),
         "wall_seconds": round(wall, 1),
@@ -121,6 +142,7 @@ def run_sft(
         console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     tokenizer = load_chat_tokenizer(cfg)
     prepared = prepare_data(cfg.data, tokenizer, cfg.run.seed)
+    _report_drops(prepared)
     model = load_for_training(cfg)
     if not resume:
         run_path, checkpoint = runs.new_run_dir(cfg, config_path), None

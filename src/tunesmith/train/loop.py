@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class _StopSignal:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may install handlers; the host process handles signals
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -106,10 +109,10 @@ def _step_windows(setup: LoopSetup, epoch: int) -> list[list[list[int]]]:
 
 @dataclass
 class StepStats:
-    loss: float          # mean over the step's trained tokens
+    loss: float  # mean over the step's trained tokens
     trained_tokens: int  # tokens that carry a loss
-    input_tokens: int    # non-padding tokens the model processed (the throughput unit TRL reports)
-    grad_norm: float     # before clipping
+    input_tokens: int  # non-padding tokens the model processed (the throughput unit TRL reports)
+    grad_norm: float  # before clipping
 
 
 def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int) -> StepStats:
@@ -216,8 +219,16 @@ class _Trainer:
         state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)
         state.tokens_seen += stats.input_tokens
         tps = stats.input_tokens / max(time.perf_counter() - t0, 1e-9)
-        self.log.write(step=state.step, epoch=state.epoch, train_loss=stats.loss, lr=lr, grad_norm=stats.grad_norm,
-                       tokens=stats.input_tokens, trained_tokens=stats.trained_tokens, tokens_per_s=round(tps, 1))
+        self.log.write(
+            step=state.step,
+            epoch=state.epoch,
+            train_loss=stats.loss,
+            lr=lr,
+            grad_norm=stats.grad_norm,
+            tokens=stats.input_tokens,
+            trained_tokens=stats.trained_tokens,
+            tokens_per_s=round(tps, 1),
+        )
         val = None
         if state.step % self.cfg.eval_every == 0 or state.step == self.total:
             val = self.evaluate()
