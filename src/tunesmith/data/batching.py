@@ -49,7 +49,7 @@ def collate(examples: Sequence[Encoded], pad_id: int, left_pad: bool = False) ->
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def eval_batches(data: Sequence[Encoded], batch_size: int) -> list[list[int]]:
+def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Fixed, length-sorted batches for evaluation (less padding, same result every time)."""
-    order = sorted(range(len(data)), key=lambda i: len(data[i].input_ids))
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]

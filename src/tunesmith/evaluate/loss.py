@@ -8,25 +8,31 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tunesmith.data.batching import collate, eval_batches
+from tunesmith.data.batching import eval_batches
 from tunesmith.data.tokenize import Encoded
-from tunesmith.train.numerics import mean_loss, token_loss_sum
+from tunesmith.train.numerics import mean_loss
+from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.precision import autocast
 
 
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, data: Sequence[Encoded], pad_id: int, batch_size: int = 16, bf16: bool = False
+    model: nn.Module,
+    data: Sequence[Encoded],
+    pad_id: int,
+    batch_size: int = 16,
+    bf16: bool = False,
+    objective: Objective = CAUSAL_LM,
 ) -> dict[str, float]:
-    """Token-weighted mean cross-entropy over `data`, its perplexity and the token count."""
+    """Mean loss over `data` weighted as in training (per trained token for LM), its perplexity and the count."""
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     try:
-        for idx in eval_batches(data, batch_size):
-            batch = collate([data[i] for i in idx], pad_id)
+        for idx in eval_batches([objective.length(e) for e in data], batch_size):
+            batch = objective.collate([data[i] for i in idx], pad_id)
             with autocast(bf16):
-                loss_sum, n = token_loss_sum(model, batch)
+                loss_sum, n = objective.loss_sum(model, batch)
             total += float(loss_sum)
             tokens += n
     finally:

@@ -56,9 +56,14 @@ def _fsync_tree(path: Path) -> None:
     _fsync_dir(path)
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the parameters that train (the only ones a checkpoint needs)."""
-    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train (the only ones a checkpoint needs): `names`, or all with grad on."""
+    chosen = set(names) if names is not None else None
+    return {
+        n: p.detach().contiguous().clone()
+        for n, p in model.named_parameters()
+        if (n in chosen if chosen is not None else p.requires_grad)
+    }
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -86,7 +91,13 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState, keep: int
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    keep: int,
+    names: list[str] | None = None,
 ) -> Path:
     """Write checkpoint `step-N` atomically under `folder`, then rotate old ones (keeping the best)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +106,7 @@ def save_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        save_file(trainable_state(model), staging / WEIGHTS)
+        save_file(trainable_state(model, names), staging / WEIGHTS)
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, staging / OPTIMIZER)
         (staging / "optimizer.json").write_text(json.dumps(meta))

@@ -22,13 +22,14 @@ from torch import nn
 from transformers import get_scheduler
 
 from tunesmith.config.schema import TrainConfig
-from tunesmith.data.batching import batch_plan, collate
+from tunesmith.data.batching import batch_plan
 from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.numerics import accumulate_step
+from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.precision import autocast
 
 StepHook = Callable[[ckpt.TrainState], None]
@@ -47,7 +48,12 @@ class LoopSetup:
     seed: int = 0
     bf16: bool = False
     eval_batch_size: int = 16
-    hooks: list[StepHook] = field(default_factory=list)
+    hooks: list[StepHook] = field(default_factory=list)  # run after each step
+    # Run before each step (the first one after a resume too), e.g. to unfreeze layers on a schedule.
+    before_step: list[StepHook] = field(default_factory=list)
+    objective: Objective = CAUSAL_LM
+    # Parameter groups for the optimizer (e.g. layer-wise learning rates); default: all trainable parameters.
+    param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None
 
 
 @dataclass
@@ -92,17 +98,30 @@ def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def default_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Trainable parameters, with weight decay off for biases and norms."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    return [g for g in groups if g["params"]]
+
+
+def _optimizer(setup: LoopSetup) -> torch.optim.Optimizer:
+    groups = (setup.param_groups or default_param_groups)(setup.model, setup.cfg)
+    return torch.optim.AdamW(groups, lr=setup.cfg.lr)
+
+
+def optimized_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Names of every parameter the optimizer updates: what checkpoints must hold, frozen-for-now ones included."""
+    wanted = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [name for name, param in model.named_parameters() if id(param) in wanted]
 
 
 def _step_windows(setup: LoopSetup, epoch: int) -> list[list[list[int]]]:
-    plan = batch_plan([len(e.input_ids) for e in setup.train_data], setup.cfg.batch_size, setup.seed, epoch)
+    lengths = [setup.objective.length(e) for e in setup.train_data]
+    plan = batch_plan(lengths, setup.cfg.batch_size, setup.seed, epoch)
     acc = setup.cfg.grad_accum
     return [plan[i : i + acc] for i in range(0, len(plan), acc)]
 
@@ -117,8 +136,9 @@ class StepStats:
 
 def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int) -> StepStats:
     """One optimizer step over `window`'s micro-batches."""
-    micro = [collate([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
-    total, denominator = accumulate_step(setup.model, micro, autocast(setup.bf16))
+    objective = setup.objective
+    micro = [objective.collate([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
+    total, denominator = accumulate_step(setup.model, micro, autocast(setup.bf16), objective.loss_sum, objective.count)
     params = [p for p in setup.model.parameters() if p.requires_grad]
     max_norm = setup.cfg.max_grad_norm or float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -155,7 +175,8 @@ class _Trainer:
     def __init__(self, setup: LoopSetup, resume_from: Path | None):
         self.setup, self.cfg = setup, setup.cfg
         self.total = total_steps(len(setup.train_data), self.cfg)
-        self.optimizer = _optimizer(setup.model, self.cfg)
+        self.optimizer = _optimizer(setup)
+        self.names = optimized_names(setup.model, self.optimizer)
         self.scheduler = get_scheduler(
             self.cfg.schedule if self.cfg.schedule != "constant" else "constant_with_warmup",
             self.optimizer,
@@ -173,12 +194,12 @@ class _Trainer:
 
     def evaluate(self) -> float:
         s = self.setup
-        val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16)["loss"]
+        val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
         state = self.state
         if state.best_val_loss is None or val < state.best_val_loss:
             state.best_val_loss, state.best_step, state.evals_since_best = val, state.step, 0
             self.best_path.parent.mkdir(exist_ok=True)
-            ckpt.save_weights_atomically(ckpt.trainable_state(s.model), self.best_path)
+            ckpt.save_weights_atomically(ckpt.trainable_state(s.model, self.names), self.best_path)
         else:
             state.evals_since_best += 1
         self.log.write(step=state.step, val_loss=val, val_perplexity=math.exp(min(val, 50)))
@@ -186,7 +207,13 @@ class _Trainer:
 
     def save(self) -> Path:
         return ckpt.save_checkpoint(
-            self.ckpt_dir, self.setup.model, self.optimizer, self.scheduler, self.state, self.cfg.keep_checkpoints
+            self.ckpt_dir,
+            self.setup.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            self.cfg.keep_checkpoints,
+            self.names,
         )
 
     def should_stop_early(self) -> bool:
@@ -213,6 +240,8 @@ class _Trainer:
 
     def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: Progress, task: object) -> bool:
         state, t0 = self.state, time.perf_counter()
+        for hook in self.setup.before_step:
+            hook(state)
         stats = _train_step(self.setup, window, self.optimizer, state.step + 1)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()

@@ -8,7 +8,7 @@ bug) weights short micro-batches too much under gradient accumulation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,18 +79,22 @@ def accumulate_step(
     model: nn.Module,
     micro_batches: Sequence[dict[str, torch.Tensor]],
     precision: contextlib.AbstractContextManager | None = None,
+    loss_sum_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]] | None = None,
+    count_fn: Callable[[dict[str, torch.Tensor]], int] | None = None,
 ) -> tuple[float, int]:
     """Backpropagate one optimizer step's micro-batches, each scaled by the step's total token count.
 
     Returns (summed loss, trained tokens); the step's mean loss is their ratio. Gradients accumulate in `.grad`.
+    Other objectives (classification: examples instead of tokens) pass their own loss and count functions.
     """
-    denominator = count_step_tokens(micro_batches)
+    loss_sum_fn = loss_sum_fn or token_loss_sum
+    denominator = sum(count_fn(mb) for mb in micro_batches) if count_fn else count_step_tokens(micro_batches)
     total = 0.0
     if denominator == 0:
         return total, 0
     for batch in micro_batches:
         with precision if precision is not None else contextlib.nullcontext():
-            loss_sum, _ = token_loss_sum(model, batch)
+            loss_sum, _ = loss_sum_fn(model, batch)
         (loss_sum / denominator).backward()
         total += float(loss_sum.detach())
     return total, denominator
