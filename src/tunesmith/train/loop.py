@@ -61,7 +61,8 @@ class LoopResult:
     state: ckpt.TrainState
     total_steps: int
     stopped_early: bool
-    train_seconds: float
+    train_seconds: float  # the whole loop, evaluations and checkpoints included
+    eval_seconds: float  # of which: validation passes
 
 
 class _StopSignal:
@@ -177,6 +178,7 @@ class _Trainer:
         self.total = total_steps(len(setup.train_data), self.cfg)
         self.optimizer = _optimizer(setup)
         self.names = optimized_names(setup.model, self.optimizer)
+        self.eval_seconds = 0.0
         self.scheduler = get_scheduler(
             self.cfg.schedule if self.cfg.schedule != "constant" else "constant_with_warmup",
             self.optimizer,
@@ -193,7 +195,7 @@ class _Trainer:
         )
 
     def evaluate(self) -> float:
-        s = self.setup
+        s, started = self.setup, time.perf_counter()
         val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
         state = self.state
         if state.best_val_loss is None or val < state.best_val_loss:
@@ -203,6 +205,7 @@ class _Trainer:
         else:
             state.evals_since_best += 1
         self.log.write(step=state.step, val_loss=val, val_perplexity=math.exp(min(val, 50)))
+        self.eval_seconds += time.perf_counter() - started
         return val
 
     def save(self) -> Path:
@@ -236,7 +239,7 @@ class _Trainer:
                         break
                 else:
                     state.epoch, state.micro_batch = state.epoch + 1, 0
-        return LoopResult(state, self.total, stopped_early, time.perf_counter() - start)
+        return LoopResult(state, self.total, stopped_early, time.perf_counter() - start, self.eval_seconds)
 
     def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: Progress, task: object) -> bool:
         state, t0 = self.state, time.perf_counter()

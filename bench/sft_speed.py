@@ -1,0 +1,137 @@
+"""SFT speed against the anchor: tunesmith vs TRL's SFTTrainer (defaults + LoRA), same data/model/hyperparameters.
+
+    python bench/sft_speed.py            # full: 400 train rows, 100 eval rows (TRL alone takes ~8 min here)
+    python bench/sft_speed.py --quick    # 96 train rows, 32 eval rows: under 10 minutes in all
+
+Each system runs in its own subprocess (clean peak RSS), alternating order across rounds. Throughput is
+non-padding tokens of the tokenized train set divided by train wall time, as in ../shared/bench/trl_baseline.py.
+
+MFU = achieved model FLOP/s ÷ a bf16 matmul peak measured in the same run. Model FLOPs per LoRA step, with the
+base frozen: forward 2·N_body·T plus backward-through-activations 2·N_body·T (no base weight gradients), plus
+4·V·d per supervised token for the lm_head (tunesmith computes logits only there; counting the same useful
+FLOPs for TRL, which computes them everywhere, is the fair comparison), plus attention 8·L·d·T·S̄/2
+(causal; S̄ = mean sequence length). N_body = parameters outside the embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ALPACA = SHARED / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+TRL_SCRIPT = SHARED / "bench" / "trl_baseline.py"
+
+
+def bf16_matmul_peak(seconds: float = 3.0, size: int = 2048) -> float:
+    """Measured bf16 matmul GFLOP/s on this machine with torch's default threads."""
+    import torch
+
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / (time.perf_counter() - start) / 1e9
+
+
+def write_splits(folder: Path, n_train: int, n_eval: int) -> tuple[Path, Path]:
+    lines = ALPACA.read_text().splitlines()
+    train, evald = folder / "train.jsonl", folder / "eval.jsonl"
+    train.write_text("\n".join(lines[:n_train]) + "\n")
+    evald.write_text("\n".join(lines[n_train : n_train + n_eval]) + "\n")
+    return train, evald
+
+
+def run_json(cmd: list[str]) -> dict:
+    """Run a command and return the last JSON line it printed."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[1]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def run_trl(model_dir: str, train: Path, evald: Path, n_train: int, n_eval: int) -> dict:
+    return run_json([sys.executable, str(TRL_SCRIPT), model_dir, str(train), str(evald), str(n_train), str(n_eval)])
+
+
+def run_tunesmith(train: Path, evald: Path, n_eval: int, out: Path, extra: list[str]) -> dict:
+    return run_json([sys.executable, str(Path(__file__).with_name("_sft_speed_worker.py")), str(train), str(evald),
+                     str(n_eval), str(out), *extra])
+
+
+def model_flops(model_dir: str, tokens: int, supervised: int, mean_len: float) -> float:
+    """Useful training FLOPs of a LoRA run (see the module docstring)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size
+    body = per_layer * layers
+    return 4 * body * tokens + 4 * vocab * d * supervised + 8 * layers * d * tokens * mean_len / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="96 train / 32 eval rows")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both systems")
+    parser.add_argument("--skip-trl", action="store_true", help="only tunesmith (for lever experiments)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="tunesmith config override")
+    args = parser.parse_args()
+    n_train, n_eval = (96, 32) if args.quick else (400, 100)
+
+    from tunesmith.models import resolve_model
+
+    model_dir = resolve_model("smollm2-135m")
+    peak = bf16_matmul_peak()
+    print(f"bf16 matmul peak: {peak:.0f} GFLOP/s ({os.cpu_count()} cores)", flush=True)
+    results: dict[str, list[dict]] = {"trl": [], "tunesmith": []}
+    with tempfile.TemporaryDirectory(prefix="sft_speed_") as tmp:
+        train, evald = write_splits(Path(tmp), n_train, n_eval)
+        for round_ in range(args.rounds):
+            order = ["trl", "tunesmith"] if round_ % 2 == 0 else ["tunesmith", "trl"]
+            for system in order:
+                if system == "trl" and args.skip_trl:
+                    continue
+                if system == "trl":
+                    res = run_trl(model_dir, train, evald, n_train, n_eval)
+                else:
+                    res = run_tunesmith(train, evald, n_eval, Path(tmp) / f"runs{round_}", args.overrides)
+                    res["mfu"] = model_flops(model_dir, res["train_tokens"], res["supervised_tokens"],
+                                             res["mean_len"]) / res["train_s"] / (peak * 1e9)
+                print(json.dumps({"round": round_, **res}), flush=True)
+                results[system].append(res)
+    report(results, peak)
+
+
+def report(results: dict[str, list[dict]], peak: float) -> None:
+    def best(system: str, key: str, fn=max) -> float | None:
+        values = [r[key] for r in results[system] if key in r]
+        return fn(values) if values else None
+
+    ours_tps, trl_tps = best("tunesmith", "train_tokens_per_s"), best("trl", "train_tokens_per_s")
+    ours_rss, trl_rss = best("tunesmith", "peak_rss_mb", min), best("trl", "peak_rss_mb", min)
+    ours_loss, trl_loss = best("tunesmith", "eval_loss", min), best("trl", "eval_loss", min)
+    print("\n| metric | TRL SFTTrainer | tunesmith | ratio / target |\n|---|---|---|---|")
+    print(f"| train tokens/s | {trl_tps} | {ours_tps} | "
+          f"{(ours_tps / trl_tps if trl_tps else float('nan')):.2f}x (target >= 4.0) |")
+    print(f"| peak RSS MB | {trl_rss} | {ours_rss} | "
+          f"{(ours_rss / trl_rss if trl_rss else float('nan')):.2f}x (target <= 0.5) |")
+    print(f"| eval loss | {trl_loss} | {ours_loss} | "
+          f"{(ours_loss - trl_loss if trl_loss else float('nan')):+.4f} (target <= +0.02) |")
+    print(f"| MFU | - | {best('tunesmith', 'mfu'):.1%} | target >= 40% of {peak:.0f} GFLOP/s |")
+
+
+if __name__ == "__main__":
+    main()
