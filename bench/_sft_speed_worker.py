@@ -13,27 +13,61 @@ from tunesmith.config import load_config
 from tunesmith.recipes.sft import run_sft
 
 # TRL SFTConfig/PEFT defaults used by the anchor: linear decay, no warmup, no weight decay, clip 1.0, LoRA dropout 0.
-ANCHOR = ["method.name=lora", "method.r=16", "method.alpha=32", "method.dropout=0.0", "method.target_modules=all-linear",
-          "train.epochs=1", "train.batch_size=8", "train.lr=2e-4", "train.schedule=linear", "train.warmup_ratio=0",
-          "train.max_grad_norm=1.0", "train.eval_every=100000", "train.save_every=100000", "data.max_length=512",
-          "data.format=alpaca", "model.name=smollm2-135m", "run.name=bench", "data.check.enabled=false"]
+ANCHOR = [
+    "method.name=lora",
+    "method.r=16",
+    "method.alpha=32",
+    "method.dropout=0.0",
+    "method.target_modules=all-linear",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.lr=2e-4",
+    "train.schedule=linear",
+    "train.warmup_ratio=0",
+    "train.max_grad_norm=1.0",
+    "train.eval_every=100000",
+    "train.save_every=100000",
+    "data.max_length=512",
+    "data.format=alpaca",
+    "model.name=smollm2-135m",
+    "run.name=bench",
+    "data.check.enabled=false",
+]
 
 
 def main() -> None:
     train, evald, n_eval, out, *extra = sys.argv[1:]
-    cfg = load_config(None, [*ANCHOR, f"data.train={train}", f"data.val={evald}", f"data.max_val_rows={n_eval}",
-                             f"run.output_dir={out}", *extra])
+    cfg = load_config(
+        None,
+        [
+            *ANCHOR,
+            f"data.train={train}",
+            f"data.val={evald}",
+            f"data.max_val_rows={n_eval}",
+            f"run.output_dir={out}",
+            *extra,
+        ],
+    )
     run_dir = run_sft(cfg)
     summary = json.loads((run_dir / "summary.json").read_text())
     report = json.loads((run_dir / "data_report.json").read_text())["train"]
     train_s = summary["train_seconds"] - summary["eval_seconds"]
-    print(json.dumps({
-        "system": "tunesmith", "n_train": report["encoded"], "train_tokens": report["tokens"],
-        "supervised_tokens": report["trainable_tokens"], "mean_len": report["tokens"] / max(report["encoded"], 1),
-        "train_s": round(train_s, 1), "train_tokens_per_s": round(report["tokens"] / train_s, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "eval_loss": round(summary["tuned_val_loss"], 4), "overrides": extra,
-    }))
+    print(
+        json.dumps(
+            {
+                "system": "tunesmith",
+                "n_train": report["encoded"],
+                "train_tokens": report["tokens"],
+                "supervised_tokens": report["trainable_tokens"],
+                "mean_len": report["tokens"] / max(report["encoded"], 1),
+                "train_s": round(train_s, 1),
+                "train_tokens_per_s": round(report["tokens"] / train_s, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "eval_loss": round(summary["tuned_val_loss"], 4),
+                "overrides": extra,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

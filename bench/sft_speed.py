@@ -66,8 +66,17 @@ def run_trl(model_dir: str, train: Path, evald: Path, n_train: int, n_eval: int)
 
 
 def run_tunesmith(train: Path, evald: Path, n_eval: int, out: Path, extra: list[str]) -> dict:
-    return run_json([sys.executable, str(Path(__file__).with_name("_sft_speed_worker.py")), str(train), str(evald),
-                     str(n_eval), str(out), *extra])
+    return run_json(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_sft_speed_worker.py")),
+            str(train),
+            str(evald),
+            str(n_eval),
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def model_flops(model_dir: str, tokens: int, supervised: int, mean_len: float) -> float:
@@ -108,8 +117,11 @@ def main() -> None:
                     res = run_trl(model_dir, train, evald, n_train, n_eval)
                 else:
                     res = run_tunesmith(train, evald, n_eval, Path(tmp) / f"runs{round_}", args.overrides)
-                    res["mfu"] = model_flops(model_dir, res["train_tokens"], res["supervised_tokens"],
-                                             res["mean_len"]) / res["train_s"] / (peak * 1e9)
+                    res["mfu"] = (
+                        model_flops(model_dir, res["train_tokens"], res["supervised_tokens"], res["mean_len"])
+                        / res["train_s"]
+                        / (peak * 1e9)
+                    )
                 print(json.dumps({"round": round_, **res}), flush=True)
                 results[system].append(res)
     report(results, peak)
@@ -124,12 +136,18 @@ def report(results: dict[str, list[dict]], peak: float) -> None:
     ours_rss, trl_rss = best("tunesmith", "peak_rss_mb", min), best("trl", "peak_rss_mb", min)
     ours_loss, trl_loss = best("tunesmith", "eval_loss", min), best("trl", "eval_loss", min)
     print("\n| metric | TRL SFTTrainer | tunesmith | ratio / target |\n|---|---|---|---|")
-    print(f"| train tokens/s | {trl_tps} | {ours_tps} | "
-          f"{(ours_tps / trl_tps if trl_tps else float('nan')):.2f}x (target >= 4.0) |")
-    print(f"| peak RSS MB | {trl_rss} | {ours_rss} | "
-          f"{(ours_rss / trl_rss if trl_rss else float('nan')):.2f}x (target <= 0.5) |")
-    print(f"| eval loss | {trl_loss} | {ours_loss} | "
-          f"{(ours_loss - trl_loss if trl_loss else float('nan')):+.4f} (target <= +0.02) |")
+    print(
+        f"| train tokens/s | {trl_tps} | {ours_tps} | "
+        f"{(ours_tps / trl_tps if trl_tps else float('nan')):.2f}x (target >= 4.0) |"
+    )
+    print(
+        f"| peak RSS MB | {trl_rss} | {ours_rss} | "
+        f"{(ours_rss / trl_rss if trl_rss else float('nan')):.2f}x (target <= 0.5) |"
+    )
+    print(
+        f"| eval loss | {trl_loss} | {ours_loss} | "
+        f"{(ours_loss - trl_loss if trl_loss else float('nan')):+.4f} (target <= +0.02) |"
+    )
     print(f"| MFU | - | {best('tunesmith', 'mfu'):.1%} | target >= 40% of {peak:.0f} GFLOP/s |")
 
 
