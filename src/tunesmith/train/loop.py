@@ -228,6 +228,7 @@ class _Trainer:
         s.model.train()
         if state.step == 0 and state.best_val_loss is None:
             state.base_val_loss = self.evaluate()
+            self.eval_seconds = 0.0  # the base evaluation happens before the training clock starts
         start, stopped_early = time.perf_counter(), False
         with _StopSignal() as stop, _progress() as bar:
             task = bar.add_task("train", total=self.total, completed=state.step, loss="-", val="-", tps="-")
