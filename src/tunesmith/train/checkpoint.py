@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,27 +103,41 @@ def save_checkpoint(
     """Write checkpoint `step-N` atomically under `folder`, then rotate old ones (keeping the best)."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{state.step:07d}"
+    if (target / STATE).is_file():
+        return target  # this step is already saved (e.g. a signal arrived on a save step); never rewrite it
     staging = folder / f".staging-{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         save_file(trainable_state(model, names), staging / WEIGHTS)
+        crash_point("weights", state.step)
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, staging / OPTIMIZER)
         (staging / "optimizer.json").write_text(json.dumps(meta))
         save_file({"torch": torch.get_rng_state()}, staging / RNG)
         extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
         (staging / STATE).write_text(json.dumps({"train_state": asdict(state), **extra}))
+        crash_point("state", state.step)
         _fsync_tree(staging)
-        if target.exists():
-            shutil.rmtree(target)
+        crash_point("before_rename", state.step)
         os.replace(staging, target)
         _fsync_dir(folder)
+        crash_point("after_rename", state.step)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"could not write checkpoint {target}: {exc.strerror or exc}") from None
     _rotate(folder, keep, state.best_step)
+    crash_point("after_rotate", state.step)
     return target
+
+
+CRASH_POINTS = ("weights", "state", "before_rename", "after_rename", "after_rotate")
+
+
+def crash_point(name: str, step: int) -> None:
+    """Fault injection for the kill -9 tests: TUNESMITH_CRASH_AT=<point>@<step> SIGKILLs the process here."""
+    if os.environ.get("TUNESMITH_CRASH_AT") == f"{name}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rotate(folder: Path, keep: int, best_step: int | None) -> None:
