@@ -28,7 +28,7 @@ from tunesmith.train import run_dir as runs
 from tunesmith.train.checkpoint import WEIGHTS
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training, steps_per_epoch
 from tunesmith.train.metrics_log import plot_losses
-from tunesmith.train.precision import cpu_supports_bf16, threads, use_bf16
+from tunesmith.train.precision import cpu_supports_bf16, skip_adapter_input_casts, threads, use_bf16
 
 console = Console(stderr=True)
 
@@ -150,6 +150,8 @@ def run_sft(
     runs.write_json(run_path / "data_report.json", prepared.report)
     runs.set_status(run_path, "running")
     bf16 = use_bf16(cfg.train.precision)
+    if bf16:
+        skip_adapter_input_casts(model)
     setup = LoopSetup(
         model,
         prepared.train,
