@@ -47,7 +47,8 @@ class DataCheckConfig(Section):
     errors: list[str] = Field(
         default_factory=lambda: ["schema", "leakage"],
         description="Finding kinds that are errors (stop training, exit 1); the rest are warnings. Kinds: schema, "
-        "length, duplicates, near_duplicates, leakage, conflicts, imbalance.")
+        "length, duplicates, near_duplicates, leakage, conflicts, imbalance.",
+    )
     max_imbalance_ratio: float = Field(10.0, gt=1, description="Majority/minority label ratio that is flagged.")
     rare_label_min: int = Field(5, ge=1, description="Labels with fewer rows are reported as rare.")
 
@@ -98,6 +99,11 @@ class TrainConfig(Section):
         None, ge=1, description="Stop after N evaluations without a better validation loss."
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Recompute activations in backward to save memory. auto: only for micro-batches of "
+        ">= 2048 padded tokens, where it costs little or even saves time on CPU.",
+    )
 
 
 class EvalConfig(Section):

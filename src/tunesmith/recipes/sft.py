@@ -27,6 +27,7 @@ from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train import run_dir as runs
 from tunesmith.train.checkpoint import WEIGHTS
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training, steps_per_epoch
+from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses
 from tunesmith.train.precision import cpu_supports_bf16, skip_adapter_input_casts, threads, use_bf16
 
@@ -163,6 +164,7 @@ def run_sft(
         bf16,
         cfg.eval.batch_size,
         hooks or [],
+        checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
     )
     try:
         with threads(cfg.train.threads):

@@ -27,6 +27,7 @@ from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.numerics import accumulate_step
 from tunesmith.train.objective import CAUSAL_LM, Objective
@@ -54,6 +55,7 @@ class LoopSetup:
     objective: Objective = CAUSAL_LM
     # Parameter groups for the optimizer (e.g. layer-wise learning rates); default: all trainable parameters.
     param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None
+    checkpointing: ActivationCheckpointing | None = None
 
 
 @dataclass
@@ -139,7 +141,15 @@ def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.opti
     """One optimizer step over `window`'s micro-batches."""
     objective = setup.objective
     micro = [objective.collate([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
-    total, denominator = accumulate_step(setup.model, micro, autocast(setup.bf16), objective.loss_sum, objective.count)
+    checkpointing = setup.checkpointing
+    total, denominator = accumulate_step(
+        setup.model,
+        micro,
+        autocast(setup.bf16),
+        objective.loss_sum,
+        objective.count,
+        (lambda batch: checkpointing.for_batch(batch["input_ids"].numel())) if checkpointing else None,
+    )
     params = [p for p in setup.model.parameters() if p.requires_grad]
     max_norm = setup.cfg.max_grad_norm or float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

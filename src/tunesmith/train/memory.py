@@ -1,0 +1,49 @@
+"""Activation checkpointing, switched per micro-batch: only where the batch is large enough to need it.
+
+Measured on smollm2-135m LoRA, bf16, 2 cores (8 sequences per batch): at 8×112 tokens checkpointing cost 11% of
+step time for 40% less memory; at 8×256 it cost 3% for 50% less; at 8×512 it was faster (9.9 s vs 17.5 s a step,
+2.7 GB vs 6.1 GB peak) because fresh activation memory costs page faults. Hence the default threshold.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+AUTO_MIN_TOKENS = 2048  # padded tokens per micro-batch from which checkpointing pays for itself
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    return [
+        m
+        for m in model.modules()
+        if hasattr(m, "gradient_checkpointing") and hasattr(m, "_gradient_checkpointing_func")
+    ]
+
+
+class ActivationCheckpointing:
+    """Decides per micro-batch whether transformer layers recompute activations in backward."""
+
+    def __init__(self, model: nn.Module, mode: str, min_tokens: int = AUTO_MIN_TOKENS):
+        self.mode, self.min_tokens, self.layers = mode, min_tokens, []
+        if mode == "off":
+            return
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            self.mode = "off"  # e.g. custom models; nothing to switch
+            return
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers < 5
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.layers = _layers(base)
+        self.set(mode == "on")
+
+    def set(self, enabled: bool) -> None:
+        for layer in self.layers:
+            layer.gradient_checkpointing = enabled
+
+    def for_batch(self, padded_tokens: int) -> None:
+        """Switch on for large micro-batches when the mode is auto."""
+        if self.mode == "auto":
+            self.set(padded_tokens >= self.min_tokens)
