@@ -51,3 +51,8 @@ def test_python_yaml_tags_are_refused(tmp_path):
     path.write_text("run: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(UserError, match="invalid YAML"):
         load_config(path)
+
+
+def test_bare_on_off_words_mean_the_switch_not_a_boolean():
+    cfg = load_config(None, ["train.activation_checkpointing=off", "eval.exact_match=on"])
+    assert cfg.train.activation_checkpointing == "off" and cfg.eval.exact_match == "on"

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _on_off(value: object) -> object:
+    """YAML reads a bare on/off/yes/no as a boolean; for on/off/auto switches, take it as the word meant."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+OnOffAuto = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
 
 
 class RunConfig(Section):
@@ -99,7 +107,7 @@ class TrainConfig(Section):
         None, ge=1, description="Stop after N evaluations without a better validation loss."
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+    activation_checkpointing: OnOffAuto = Field(
         "auto",
         description="Recompute activations in backward to save memory. auto: only for micro-batches of "
         ">= 2048 padded tokens, where it costs little or even saves time on CPU.",
@@ -108,7 +116,7 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     batch_size: int = Field(16, ge=1)
-    exact_match: Literal["auto", "on", "off"] = Field(
+    exact_match: OnOffAuto = Field(
         "auto", description="Generate and score exact match; auto: when targets are short."
     )
     max_new_tokens: int = Field(64, ge=1)
