@@ -1,0 +1,31 @@
+"""Precision helpers: bf16 detection setting, and PEFT input casts switched off under autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from tunesmith.train.precision import autocast, skip_adapter_input_casts, use_bf16
+
+pytestmark = pytest.mark.unit
+
+
+def test_precision_settings_resolve():
+    assert use_bf16("bf16") and not use_bf16("fp32")
+
+
+def test_skip_adapter_casts_keeps_the_autocast_result(tiny_model_dir):
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+                           autocast_adapter_dtype=True)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad(), autocast(True):
+        before = model(input_ids=ids).logits.float()
+    assert skip_adapter_input_casts(model) > 0
+    with torch.no_grad(), autocast(True):
+        after = model(input_ids=ids).logits.float()
+    assert torch.allclose(before, after, atol=1e-2)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
