@@ -8,7 +8,9 @@ guard and graceful SIGTERM/SIGINT all live here.
 from __future__ import annotations
 
 import math
+import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -89,6 +91,12 @@ class _StopSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def peak_rss_mb() -> int:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
 def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
@@ -271,6 +279,7 @@ class _Trainer:
             tokens=stats.input_tokens,
             trained_tokens=stats.trained_tokens,
             tokens_per_s=round(tps, 1),
+            peak_rss_mb=peak_rss_mb(),
         )
         val = None
         if state.step % self.cfg.eval_every == 0 or state.step == self.total:
