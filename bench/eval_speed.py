@@ -61,7 +61,8 @@ def main() -> None:
     ours_new = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
     start, plain_new = time.perf_counter(), 0
     for conv in prompts:
-        plain_new += len(tok(generate_batch(fp32, tok, [conv], args.new_tokens)[0], add_special_tokens=False)["input_ids"])
+        answer = generate_batch(fp32, tok, [conv], args.new_tokens)[0]
+        plain_new += len(tok(answer, add_special_tokens=False)["input_ids"])
     plain_s = time.perf_counter() - start
     print(f"generation ({len(prompts)} prompts, <= {args.new_tokens} new tokens): tunesmith {ours_new / ours_s:.1f} "
           f"new tok/s | one-at-a-time fp32 generate {plain_new / plain_s:.1f} new tok/s | "
