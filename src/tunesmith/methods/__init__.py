@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from tunesmith.methods import full, lora
 from tunesmith.methods.base import Method, count_parameters
+from tunesmith.registry import add_unique
 
 METHODS: dict[str, Method] = {}
 
 
-def register(method: Method) -> None:
+def register(method: Method) -> Method:
     """Add a method; names are unique."""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
-    METHODS[method.name] = method
+    return add_unique(METHODS, method.name, method, "method")
 
 
 register(lora.METHOD)

@@ -25,3 +25,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def save_with_tokenizer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
+    """Save weights (safetensors) and tokenizer side by side, so plain transformers/peft can load the folder."""
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -8,7 +8,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config.schema import FullConfig
-from tunesmith.methods.base import Method
+from tunesmith.methods.base import Method, save_with_tokenizer
 
 
 def apply(model: nn.Module, cfg: FullConfig) -> nn.Module:
@@ -20,10 +20,7 @@ def apply(model: nn.Module, cfg: FullConfig) -> nn.Module:
 
 def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
     """Save the whole model (safetensors) with the tokenizer: `AutoModelForCausalLM.from_pretrained` loads it."""
-    out = run_dir / "model"
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_with_tokenizer(model, tokenizer, run_dir / "model")
 
 
 METHOD = Method(name="full", apply=apply, export=export, frozen_base=False)

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config.schema import LoraConfig
-from tunesmith.methods.base import Method
+from tunesmith.methods.base import Method, save_with_tokenizer
 
 
 def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
@@ -27,10 +27,7 @@ def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
 
 def export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
     """Save the adapter in PEFT format (safetensors) with the tokenizer: `PeftModel.from_pretrained` loads it."""
-    out = run_dir / "adapter"
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_with_tokenizer(model, tokenizer, run_dir / "adapter")
 
 
 METHOD = Method(name="lora", apply=apply, export=export, frozen_base=True)

