@@ -6,6 +6,7 @@ created, so a failed start never leaves a run that looks real.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from tunesmith.data.load import summarize_rejected
 from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import TrainingInterrupted, UserError
-from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.methods import METHODS, count_parameters
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train import run_dir as runs
@@ -101,7 +101,6 @@ def _summary(
     cfg: Config,
     model: nn.Module,
     result: LoopResult,
-    final_val: dict[str, float],
     prepared: Prepared,
     export_dir: Path,
     wall: float,
@@ -113,8 +112,9 @@ def _summary(
         "method": cfg.method.name,
         "export": str(export_dir),
         "base_val_loss": state.base_val_loss,
-        "tuned_val_loss": final_val["loss"],
-        "tuned_val_perplexity": final_val["perplexity"],
+        # The exported weights are the best ones, so their validation loss is the best one seen: no extra pass.
+        "tuned_val_loss": state.best_val_loss,
+        "tuned_val_perplexity": math.exp(min(state.best_val_loss, 50)),
         "best_step": state.best_step,
         "steps": state.step,
         "planned_steps": result.total_steps,
@@ -170,7 +170,6 @@ def run_sft(
         with threads(cfg.train.threads):
             result = run_training(setup, resume_from=checkpoint)
             _restore_best(model, run_path)
-            final_val = evaluate_loss(model, prepared.val, setup.pad_id, cfg.eval.batch_size, bf16)
     except TrainingInterrupted as stop:
         runs.set_status(run_path, "interrupted", step=stop.step, checkpoint=stop.checkpoint)
         raise
@@ -179,7 +178,7 @@ def run_sft(
         raise
     export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
     plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", f"{cfg.model.name} · {cfg.method.name}")
-    summary = _summary(cfg, model, result, final_val, prepared, export_dir, time.perf_counter() - started)
+    summary = _summary(cfg, model, result, prepared, export_dir, time.perf_counter() - started)
     runs.write_json(run_path / runs.SUMMARY_FILE, summary)
     runs.set_status(run_path, "completed")
     return run_path
