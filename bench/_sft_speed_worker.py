@@ -31,7 +31,6 @@ ANCHOR = [
     "data.format=alpaca",
     "model.name=smollm2-135m",
     "run.name=bench",
-    "data.check.enabled=false",
 ]
 
 

@@ -50,9 +50,11 @@ def main() -> None:
             total += float(fp32(**batch).loss) * n
             count += n
     plain_s = time.perf_counter() - start
-    print(f"eval loss: tunesmith {ours['loss']:.4f} in {ours_s:.1f}s ({tokens / ours_s:.0f} tok/s) | "
-          f"plain transformers {total / count:.4f} in {plain_s:.1f}s ({tokens / plain_s:.0f} tok/s) | "
-          f"speed-up {plain_s / ours_s:.2f}x")
+    print(
+        f"eval loss: tunesmith {ours['loss']:.4f} in {ours_s:.1f}s ({tokens / ours_s:.0f} tok/s) | "
+        f"plain transformers {total / count:.4f} in {plain_s:.1f}s ({tokens / plain_s:.0f} tok/s) | "
+        f"speed-up {plain_s / ours_s:.2f}x"
+    )
 
     prompts = [list(e.prompt_messages) for e in examples[:32]]
     start = time.perf_counter()
@@ -64,9 +66,11 @@ def main() -> None:
         answer = generate_batch(fp32, tok, [conv], args.new_tokens)[0]
         plain_new += len(tok(answer, add_special_tokens=False)["input_ids"])
     plain_s = time.perf_counter() - start
-    print(f"generation ({len(prompts)} prompts, <= {args.new_tokens} new tokens): tunesmith {ours_new / ours_s:.1f} "
-          f"new tok/s | one-at-a-time fp32 generate {plain_new / plain_s:.1f} new tok/s | "
-          f"speed-up {plain_s / ours_s:.2f}x")
+    print(
+        f"generation ({len(prompts)} prompts, <= {args.new_tokens} new tokens): tunesmith {ours_new / ours_s:.1f} "
+        f"new tok/s | one-at-a-time fp32 generate {plain_new / plain_s:.1f} new tok/s | "
+        f"speed-up {plain_s / ours_s:.2f}x"
+    )
 
 
 if __name__ == "__main__":

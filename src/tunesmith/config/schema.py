@@ -46,21 +46,6 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub. Off unless you trust it.")
 
 
-class DataCheckConfig(Section):
-    """`data check` settings; training runs the same check first (cached by data hash)."""
-
-    enabled: bool = Field(True, description="Run the data check before training.")
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates.")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations (more: slower, more precise).")
-    errors: list[str] = Field(
-        default_factory=lambda: ["schema", "leakage"],
-        description="Finding kinds that are errors (stop training, exit 1); the rest are warnings. Kinds: schema, "
-        "length, duplicates, near_duplicates, leakage, conflicts, imbalance.",
-    )
-    max_imbalance_ratio: float = Field(10.0, gt=1, description="Majority/minority label ratio that is flagged.")
-    rare_label_min: int = Field(5, ge=1, description="Labels with fewer rows are reported as rare.")
-
-
 class DataConfig(Section):
     train: str | None = Field(None, description="Training file: JSONL, JSON, CSV or Parquet.")
     val: str | None = Field(None, description="Validation file; default: a seeded split of train.")
@@ -71,7 +56,6 @@ class DataConfig(Section):
     max_length: int = Field(512, ge=8, description="Tokens per example after the chat template.")
     skip_invalid: bool = Field(False, description="Drop invalid rows (reported) instead of stopping.")
     system_prompt: str | None = Field(None, description="System message prepended to every conversation.")
-    check: DataCheckConfig = Field(default_factory=DataCheckConfig)
 
 
 class LoraConfig(Section):
@@ -116,20 +100,9 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     batch_size: int = Field(16, ge=1)
-    exact_match: OnOffAuto = Field(
-        "auto", description="Generate and score exact match; auto: when targets are short."
-    )
+    exact_match: OnOffAuto = Field("auto", description="Generate and score exact match; auto: when targets are short.")
     max_new_tokens: int = Field(64, ge=1)
     max_examples: int = Field(200, ge=1, description="Rows used for generation-based metrics.")
-
-
-class SelfTrainingConfig(Section):
-    """Semi-supervised self-training: train, pseudo-label unlabeled rows, retrain on both; repeat."""
-
-    rounds: int = Field(0, ge=0, description="Pseudo-label/retrain rounds after the first training (0: off).")
-    unlabeled: str | None = Field(None, description="File of unlabeled inputs (same format, label/output absent).")
-    threshold: float = Field(0.9, gt=0, le=1, description="Keep pseudo-labels with at least this confidence.")
-    max_pseudo_rows: int | None = Field(None, ge=1, description="Cap on pseudo-labelled rows added per round.")
 
 
 class Config(Section):
@@ -139,7 +112,6 @@ class Config(Section):
     method: MethodConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
 
     @model_validator(mode="before")
     @classmethod
