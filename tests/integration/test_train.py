@@ -152,3 +152,30 @@ def test_nan_loss_stops_with_the_step(tiny_model_dir, qa_data, tmp_path, monkeyp
     for line in (run / "metrics.jsonl").read_text().splitlines():
         assert all(not (isinstance(v, float) and not math.isfinite(v)) for v in json.loads(line).values())
         assert "NaN" not in line and "Infinity" not in line
+
+
+@pytest.mark.parametrize(
+    ("fmt", "row"),
+    [
+        (
+            "chat",
+            lambda i: {
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": f"count {i}"},
+                    {"role": "assistant", "content": f"{i} {i + 1}"},
+                ]
+            },
+        ),
+        ("text", lambda i: {"text": f"The quick brown fox number {i} jumps over the lazy dog. " * 3}),
+        ("alpaca", lambda i: {"instruction": "Repeat", "input": f"word {i}", "output": f"word {i}"}),
+        ("text_label", lambda i: {"text": f"sample {i}", "label": i % 2}),
+    ],
+)
+def test_every_format_trains_end_to_end(tiny_model_dir, tmp_path, fmt, row):
+    data = tmp_path / f"{fmt}.jsonl"
+    data.write_text("".join(json.dumps(row(i)) + "\n" for i in range(20)))
+    run = run_sft(tiny_config(tiny_model_dir, data, tmp_path, fmt, "train.max_steps=2"))
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["format"] == fmt and report["train"]["trainable_tokens"] > 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
