@@ -92,3 +92,39 @@ def qa_data(tmp_path: Path) -> Path:
     """40 short prompt/completion rows a tiny model can partly learn."""
     rows = [{"prompt": f"Say the number {i % 7}.", "completion": f"The number is {i % 7}."} for i in range(40)]
     return write_jsonl(tmp_path / "qa.jsonl", rows)
+
+
+BERT_WORDS = "good great fine bad awful poor movie film plot was is the a very not maria lives in porto works at acme"
+
+
+def build_tiny_bert_dir(path: Path, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide BERT encoder (a plain BertModel with pooler, like all-MiniLM) and a WordPiece
+    tokenizer whose vocabulary covers the test sentences, with `##` pieces for any other word."""
+    import string
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    chars = string.ascii_lowercase + string.digits
+    words = sorted(set(BERT_WORDS.split()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars, *(f"##{c}" for c in chars), ".", ","]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert_dir(tmp_path_factory.mktemp("tiny-bert"))

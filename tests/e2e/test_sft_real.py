@@ -22,9 +22,19 @@ TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
 def tuned_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("e2e")
     data = demo_task.write_splits(tmp / "data", n_train=48, n_val=8, n_test=8, seed=1)
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"data.train={data['train']}", f"data.val={data['val']}", f"run.output_dir={tmp / 'runs'}", "run.name=e2e",
-        "train.max_steps=6", "train.batch_size=8", "train.eval_every=3", "train.save_every=3"])
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            f"data.train={data['train']}",
+            f"data.val={data['val']}",
+            f"run.output_dir={tmp / 'runs'}",
+            "run.name=e2e",
+            "train.max_steps=6",
+            "train.batch_size=8",
+            "train.eval_every=3",
+            "train.save_every=3",
+        ],
+    )
     return run_sft(cfg)
 
 
@@ -37,8 +47,7 @@ def test_few_real_steps_lower_the_loss(tuned_run):
 
 
 def test_eval_reports_base_and_tuned(tuned_run):
-    result = subprocess.run([TUNESMITH, "eval", str(tuned_run), "--json"], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([TUNESMITH, "eval", str(tuned_run), "--json"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["rows"] == 8
@@ -49,14 +58,22 @@ def test_eval_reports_base_and_tuned(tuned_run):
 
 def test_chat_one_shot_with_a_run(tuned_run):
     prompt = f"{demo_task.INSTRUCTION}\n\nOrder from Ana Costa: 2 x desk lamp, deliver to Oslo."
-    result = subprocess.run([TUNESMITH, "chat", str(tuned_run), "--prompt", prompt, "--max-new-tokens", "40"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [TUNESMITH, "chat", str(tuned_run), "--prompt", prompt, "--max-new-tokens", "40"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "Ana Costa" in result.stdout
 
 
 def test_chat_base_model_knows_paris():
-    result = subprocess.run([TUNESMITH, "chat", "smollm2-135m", "--prompt", "What is the capital of France?",
-                             "--max-new-tokens", "20"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [TUNESMITH, "chat", "smollm2-135m", "--prompt", "What is the capital of France?", "--max-new-tokens", "20"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout

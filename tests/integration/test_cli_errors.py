@@ -61,15 +61,23 @@ def test_unknown_config_key(workdir):
 
 
 def test_wrong_model_name(workdir, qa_data):
-    result = run_cli("train", "cfg.yaml", "--set", "model.name=smollm2-13m", "--set", f"data.train={qa_data}",
-                     cwd=workdir)
+    result = run_cli(
+        "train", "cfg.yaml", "--set", "model.name=smollm2-13m", "--set", f"data.train={qa_data}", cwd=workdir
+    )
     assert_one_line_error(result, "smollm2-13m", "smollm2-135m")
     assert no_runs(workdir)
 
 
 def test_hub_id_while_offline(workdir, qa_data):
-    result = run_cli("train", "cfg.yaml", "--set", "model.name=nonexistent-org/nonexistent-model",
-                     "--set", f"data.train={qa_data}", cwd=workdir)
+    result = run_cli(
+        "train",
+        "cfg.yaml",
+        "--set",
+        "model.name=nonexistent-org/nonexistent-model",
+        "--set",
+        f"data.train={qa_data}",
+        cwd=workdir,
+    )
     assert_one_line_error(result, "nonexistent-org/nonexistent-model", "models pull")
     assert no_runs(workdir)
 
@@ -85,8 +93,18 @@ def test_skip_invalid_trains_and_lists_every_dropped_row(workdir):
     rows[4] = "{broken"
     rows[7] = json.dumps({"prompt": "no completion here"})
     (workdir / "some_bad.jsonl").write_text("\n".join(rows) + "\n")
-    result = run_cli("train", "cfg.yaml", "--set", "data.train=some_bad.jsonl", "--set", "run.name=skip",
-                     "--set", "train.precision=fp32", "--skip-invalid", cwd=workdir)
+    result = run_cli(
+        "train",
+        "cfg.yaml",
+        "--set",
+        "data.train=some_bad.jsonl",
+        "--set",
+        "run.name=skip",
+        "--set",
+        "train.precision=fp32",
+        "--skip-invalid",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     assert "2 rows rejected" in result.stderr
     report = json.loads((workdir / "runs" / "skip" / "data_report.json").read_text())

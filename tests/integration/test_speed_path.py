@@ -16,9 +16,22 @@ pytestmark = pytest.mark.integration
 
 
 def _run(model_dir, data, out, name):
-    cfg = load_config(None, [f"model.name={model_dir}", f"data.train={data}", f"run.output_dir={out}",
-                             f"run.name={name}", "train.max_steps=6", "train.batch_size=4", "train.eval_every=3",
-                             "train.precision=fp32", "train.lr=5e-3", "data.max_length=64", "method.dropout=0"])
+    cfg = load_config(
+        None,
+        [
+            f"model.name={model_dir}",
+            f"data.train={data}",
+            f"run.output_dir={out}",
+            f"run.name={name}",
+            "train.max_steps=6",
+            "train.batch_size=4",
+            "train.eval_every=3",
+            "train.precision=fp32",
+            "train.lr=5e-3",
+            "data.max_length=64",
+            "method.dropout=0",
+        ],
+    )
     run = run_sft(cfg)
     return json.loads((run / "summary.json").read_text()), load_file(run / "best" / "trainable.safetensors")
 

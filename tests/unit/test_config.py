@@ -26,9 +26,9 @@ def test_shipped_configs_exist():
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("train.lrr=1", 'unknown key \'train.lrr\'. Did you mean "lr"?'),
+        ("train.lrr=1", "unknown key 'train.lrr'. Did you mean \"lr\"?"),
         ("trian.lr=1", 'Did you mean "train"?'),
-        ("method.name=qlora", "must be one of: lora, full"),
+        ("method.name=qlorra", "must be one of: lora, qlora, full"),
         ("train.lr=abc", "'train.lr'"),
         ("run.name=../escape", "plain folder name"),
         ("train.batch_size=0", "'train.batch_size'"),

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.unit
 
 
 def _batch(tok):
-    rows = [Example(line=i, messages=({"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "a b"}))
-            for i in range(4)]
+    rows = [
+        Example(line=i, messages=({"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "a b"}))
+        for i in range(4)
+    ]
     encoded, _ = encode_examples(tok, rows, 64)
     return collate(encoded, tok.pad_token_id)
 

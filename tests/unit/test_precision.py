@@ -19,8 +19,9 @@ def test_precision_settings_resolve():
 def test_skip_adapter_casts_keeps_the_autocast_result(tiny_model_dir):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
-                           autocast_adapter_dtype=True)
+    model = get_peft_model(
+        base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False), autocast_adapter_dtype=True
+    )
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.no_grad(), autocast(True):
         before = model(input_ids=ids).logits.float()

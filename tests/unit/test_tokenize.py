@@ -20,8 +20,13 @@ def trained_text(tok, enc) -> str:
 
 
 def test_only_assistant_turns_and_their_end_marker_train(tiny_tokenizer):
-    ex = chat(("system", "be brief"), ("user", "capital of France?"), ("assistant", "Paris."),
-              ("user", "and Italy?"), ("assistant", "Rome."))
+    ex = chat(
+        ("system", "be brief"),
+        ("user", "capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "and Italy?"),
+        ("assistant", "Rome."),
+    )
     (enc,), report = encode_examples(tiny_tokenizer, [ex], 256)
     text = trained_text(tiny_tokenizer, enc)
     assert "Paris." in text and "Rome." in text and text.count("<|im_end|>") == 2
@@ -30,8 +35,10 @@ def test_only_assistant_turns_and_their_end_marker_train(tiny_tokenizer):
 
 
 def test_eos_is_appended_when_the_template_does_not_end_turns_with_it(tiny_tokenizer):
-    template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}" \
-               "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     saved = tiny_tokenizer.chat_template
     tiny_tokenizer.chat_template = template
     try:

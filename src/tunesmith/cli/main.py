@@ -9,7 +9,7 @@ import warnings
 import typer
 from rich.markup import escape
 
-from tunesmith.cli import chat_cmd, demo_cmd, eval_cmd, models_cmd, train_cmd
+from tunesmith.cli import chat_cmd, data_cmd, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
 
@@ -21,12 +21,14 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(data_cmd.app, name="data")
 
 COMMANDS = {
     "train": train_cmd.train,
     "resume": train_cmd.resume_run,
     "validate": train_cmd.validate,
     "eval": eval_cmd.eval_run,
+    "predict": predict_cmd.predict,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,
 }

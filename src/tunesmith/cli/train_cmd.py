@@ -33,20 +33,20 @@ def train(
     ] = False,
 ) -> None:
     """Fine-tune a model as the config says; writes runs/<name>/."""
-    from tunesmith.recipes.sft import run_sft
+    from tunesmith.recipes.train import run_train
 
     cfg = load_config(config, [*(overrides or []), *(["data.skip_invalid=true"] if skip_invalid else [])])
-    run_dir = run_sft(cfg, str(config), resume=resume)
+    run_dir = run_train(cfg, str(config), resume=resume)
     _print_summary(run_dir)
 
 
 def resume_run(run: Annotated[str, typer.Argument(help="Run folder, or run name under ./runs")]) -> None:
     """Continue an interrupted run from its newest complete checkpoint."""
-    from tunesmith.recipes.sft import run_sft
+    from tunesmith.recipes.train import run_train
 
     run_dir = resolve_run(run)
     cfg = load_config(run_dir / "config.yaml", [f"run.name={run_dir.name}", f"run.output_dir={run_dir.parent}"])
-    _print_summary(run_sft(cfg, str(run_dir / "config.yaml"), resume=True))
+    _print_summary(run_train(cfg, str(run_dir / "config.yaml"), resume=True))
 
 
 def validate(config: Annotated[Path, typer.Argument(help="YAML config")], overrides: SetOption = None) -> None:
@@ -65,4 +65,7 @@ def _print_summary(run_dir: Path) -> None:
         f"{summary['train_tokens_per_s']:.0f} tok/s · {summary['trainable_params']:,} trainable params · "
         f"{summary['wall_seconds']:.0f}s"
     )
+    metrics = {k: v for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)}
+    if metrics:  # task metrics of the exported weights, e.g. val_accuracy
+        out.print(" · ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     out.print(f"output: {summary['export']}")

@@ -11,10 +11,29 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.schema import Config, FullConfig, LoraConfig
+from tunesmith.config.schema import (
+    Config,
+    FreezeConfig,
+    FullConfig,
+    GradualUnfreezeConfig,
+    LayerwiseLrDecayConfig,
+    LoraConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    QLoraConfig,
+)
 from tunesmith.errors import UserError, did_you_mean
 
-METHOD_MODELS: dict[str, type[BaseModel]] = {"lora": LoraConfig, "full": FullConfig}
+METHOD_MODELS: dict[str, type[BaseModel]] = {
+    "lora": LoraConfig,
+    "qlora": QLoraConfig,
+    "full": FullConfig,
+    "freeze": FreezeConfig,
+    "gradual_unfreeze": GradualUnfreezeConfig,
+    "layerwise_lr_decay": LayerwiseLrDecayConfig,
+    "prompt_tuning": PromptTuningConfig,
+    "prefix_tuning": PrefixTuningConfig,
+}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -65,7 +84,7 @@ def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | N
             name = node.get("method", {}).get("name", "lora") if isinstance(node, dict) else "lora"
             model, node = METHOD_MODELS.get(name), node.get("method", {})
             continue
-        if part in {"lora", "full"} and model is Config:
+        if part in METHOD_MODELS and model is Config:
             continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
@@ -75,7 +94,7 @@ def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | N
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
-    loc = tuple(p for p in error["loc"] if p not in {"lora", "full"})
+    loc = tuple(p for p in error["loc"] if p not in METHOD_MODELS)
     dotted = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
         model = _model_at(loc, data)

@@ -5,9 +5,10 @@ Every model forbids unknown keys; `config.load` turns such errors into a suggest
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -46,31 +47,161 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub. Off unless you trust it.")
 
 
+class DataCheckConfig(Section):
+    """`data check` settings; training runs the same check first (cached by data hash)."""
+
+    enabled: bool = Field(True, description="Run the data check before training.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (more: slower, more precise).")
+    errors: list[str] = Field(
+        default_factory=lambda: ["schema", "leakage"],
+        description="Finding kinds that are errors (stop training, exit 1); the rest are warnings. Kinds: schema, "
+        "length, duplicates, near_duplicates, leakage, conflicts, imbalance.",
+    )
+    max_imbalance_ratio: float = Field(10.0, gt=1, description="Majority/minority label ratio that is flagged.")
+    rare_label_min: int = Field(5, ge=1, description="Labels with fewer rows are reported as rare.")
+
+
 class DataConfig(Section):
     train: str | None = Field(None, description="Training file: JSONL, JSON, CSV or Parquet.")
     val: str | None = Field(None, description="Validation file; default: a seeded split of train.")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train held out when `val` is not given.")
     max_val_rows: int | None = Field(200, ge=1, description="Cap on validation rows (evaluation cost).")
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows.")
-    format: str = Field("auto", description="auto, alpaca, prompt_completion, chat, text_label or text.")
+    format: str = Field("auto", description="auto, alpaca, prompt_completion, chat, text_label, tokens_tags or text.")
     max_length: int = Field(512, ge=8, description="Tokens per example after the chat template.")
     skip_invalid: bool = Field(False, description="Drop invalid rows (reported) instead of stopping.")
     system_prompt: str | None = Field(None, description="System message prepended to every conversation.")
+    check: DataCheckConfig = Field(default_factory=DataCheckConfig)
 
 
-class LoraConfig(Section):
-    name: Literal["lora"] = "lora"
+class _LoraOptions(Section):
+    """Adapter options shared by `lora` and `qlora` (field reuse only; each method is its own config)."""
+
     r: int = Field(16, ge=1, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r)).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: str | list[str] = Field("all-linear", description="Module names to adapt, or 'all-linear'.")
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r), steadier at high ranks.")
+
+
+class LoraConfig(_LoraOptions):
+    name: Literal["lora"] = "lora"
+
+
+class QLoraConfig(_LoraOptions):
+    name: Literal["qlora"] = "qlora"
+    bits: Literal[4, 8] = Field(4, description="Storage of the frozen base's linear layers: 4-bit or 8-bit.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit number format (nf4 suits normal weights).")
+    double_quant: bool = Field(True, description="Quantize the 4-bit scales too (saves ~0.4 bit per weight).")
+
+    @model_validator(mode="after")
+    def _dora_needs_4bit(self) -> QLoraConfig:
+        if self.use_dora and self.bits == 8:
+            raise ValueError("use_dora needs bits: 4 (bitsandbytes 8-bit layers do not support DoRA on CPU)")
+        return self
 
 
 class FullConfig(Section):
     name: Literal["full"] = "full"
 
 
-MethodConfig = Annotated[LoraConfig | FullConfig, Field(discriminator="name")]
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
+
+
+class FreezeConfig(Section):
+    name: Literal["freeze"] = "freeze"
+    freeze_embeddings: bool = Field(True, description="Freeze the input embeddings (and an lm_head tied to them).")
+    freeze_layers: int = Field(0, ge=0, description="Freeze the bottom N transformer layers.")
+    freeze_patterns: Patterns = Field(
+        default_factory=list, description="Also freeze parameters whose name matches one of these regexes."
+    )
+    train_patterns: Patterns = Field(
+        default_factory=list, description="Train parameters whose name matches one of these regexes (wins over all)."
+    )
+
+
+class GradualUnfreezeConfig(Section):
+    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
+    every_steps: int | None = Field(None, ge=1, description="Unfreeze the next layer group every N optimizer steps.")
+    every_epochs: int | None = Field(
+        None, ge=1, description="Unfreeze the next layer group every N epochs (default 1 when every_steps is unset)."
+    )
+    unfreeze_embeddings: bool = Field(True, description="Finally unfreeze the embeddings (and a tied lm_head) too.")
+    lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Also use layer-wise learning rates: each layer's is the one above times this."
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> GradualUnfreezeConfig:
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("set every_steps or every_epochs, not both")
+        return self
+
+
+class LayerwiseLrDecayConfig(Section):
+    name: Literal["layerwise_lr_decay"] = "layerwise_lr_decay"
+    decay: float = Field(
+        0.8, gt=0, le=1, description="Each layer's learning rate is the next higher one's times this; head: full."
+    )
+
+
+class PromptTuningConfig(Section):
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trainable soft-prompt vectors prepended to every input.")
+    init_text: str | None = Field(
+        None, description="Start the soft prompt from this text's token embeddings; null: random initialisation."
+    )
+
+
+class PrefixTuningConfig(Section):
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trainable key/value positions prepended in every layer.")
+    init_text: str | None = Field(
+        None,
+        description="Start the prefix from the model's own keys/values for this text (as if it preceded every "
+        "input); null: zeros. PEFT's random start wrecks a small model's outputs.",
+    )
+    projection: bool = Field(False, description="Reparameterise the prefix through a 2-layer MLP (steadier).")
+
+    @model_validator(mode="after")
+    def _text_needs_no_projection(self) -> PrefixTuningConfig:
+        if self.init_text and self.projection:
+            raise ValueError("init_text sets the prefix itself, so it needs projection: false")
+        return self
+
+
+MethodConfig = Annotated[
+    LoraConfig
+    | QLoraConfig
+    | FullConfig
+    | FreezeConfig
+    | GradualUnfreezeConfig
+    | LayerwiseLrDecayConfig
+    | PromptTuningConfig
+    | PrefixTuningConfig,
+    Field(discriminator="name"),
+]
+
+
+class RegularizationConfig(Section):
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Override the model's attention/hidden dropout; null keeps the model's own."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the training loss (not of val).")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise on input embeddings in training, scaled alpha/sqrt(L*d)."
+    )
 
 
 class TrainConfig(Section):
@@ -105,13 +236,59 @@ class EvalConfig(Section):
     max_examples: int = Field(200, ge=1, description="Rows used for generation-based metrics.")
 
 
+class SelfTrainingConfig(Section):
+    """Semi-supervised self-training: train, pseudo-label unlabeled rows, retrain on both; repeat."""
+
+    rounds: int = Field(0, ge=0, description="Pseudo-label/retrain rounds after the first training (0: off).")
+    unlabeled: str | None = Field(None, description="File of unlabeled inputs (same format, label/output absent).")
+    threshold: float = Field(0.9, gt=0, le=1, description="Keep pseudo-labels with at least this confidence.")
+    max_pseudo_rows: int | None = Field(None, ge=1, description="Cap on pseudo-labelled rows added per round.")
+    eval_file: str | None = Field(
+        None, description="Labelled rows scored for accuracy after every round; default: data.val."
+    )
+
+
+class TaskConfig(Section):
+    """What the model learns; see docs/tasks.md. Options apply only to the tasks named in their help."""
+
+    name: Literal["sft", "classify", "ner", "pretrain"] = Field(
+        "sft",
+        description="sft: answer chat turns (causal LM). classify: one label per text (new classification head). "
+        "ner: one BIO tag per word (new token-classification head). pretrain: continued pre-training on raw text.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="classify/ner: the label set, in id order; null: the sorted labels of the training data. "
+        "A label outside the set is an error.",
+    )
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto",
+        description="classify with an encoder: the sentence vector the head reads. cls: the model's own pooler "
+        "(BERT: [CLS] through a dense layer); mean: the mean of the last hidden states. auto: mean. Decoder "
+        "models always read the last non-padding token.",
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_the_task(self) -> TaskConfig:
+        if self.labels is not None and self.name not in {"classify", "ner"}:
+            raise ValueError(f"labels applies to the classify and ner tasks, not to {self.name}")
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            raise ValueError("labels must list at least two distinct labels")
+        if self.pooling != "auto" and self.name != "classify":
+            raise ValueError(f"pooling applies to the classify task, not to {self.name}")
+        return self
+
+
 class Config(Section):
     run: RunConfig = Field(default_factory=RunConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     method: MethodConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config.schema import DataConfig
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
+from tunesmith.data.split import holdout
 from tunesmith.data.tokenize import Encoded, EncodeReport, encode_examples
 from tunesmith.errors import DataError, UserError
 
@@ -50,7 +50,7 @@ def _rejected_rows(rejected: list[DataError]) -> list[dict[str, Any]]:
 
 
 def split_examples(cfg: DataConfig, seed: int) -> Splits:
-    """Load train (and val, or a seeded hold-out of train)."""
+    """Load train (and val, or a seeded, group-aware hold-out of train: `tunesmith.data.split.holdout`)."""
     if not cfg.train:
         raise UserError("no training data: set data.train in the config or pass --set data.train=FILE")
     train = load_examples(cfg.train, cfg.format, cfg.skip_invalid, cfg.system_prompt, cfg.max_train_rows)
@@ -62,10 +62,9 @@ def split_examples(cfg: DataConfig, seed: int) -> Splits:
     else:
         if len(train.examples) < 2:
             raise UserError(f"{cfg.train}: need at least 2 rows to hold out validation data (or set data.val)")
-        order = torch.randperm(len(train.examples), generator=torch.Generator().manual_seed(seed)).tolist()
-        n_val = max(1, round(cfg.val_fraction * len(order)))
-        val_rows = [train.examples[i] for i in sorted(order[:n_val])]
-        train_rows = [train.examples[i] for i in sorted(order[n_val:])]
+        # Group-aware: copies (exact or near) of one row never straddle train and val, so no leakage by construction.
+        train_index, val_index = holdout(train.examples, cfg, seed, train.format)
+        train_rows, val_rows = [train.examples[i] for i in train_index], [train.examples[i] for i in val_index]
     if cfg.max_val_rows:
         val_rows = val_rows[: cfg.max_val_rows]
     return Splits(train_rows, val_rows, train.format, rejected, file_hash(cfg.train, cfg.val))

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from tunesmith.methods import full, lora
-from tunesmith.methods.base import Method, count_parameters
+from tunesmith.methods import (
+    freeze,
+    full,
+    gradual_unfreeze,
+    layerwise_lr,
+    lora,
+    prefix_tuning,
+    prompt_tuning,
+    qlora,
+)
+from tunesmith.methods.base import LoopHooks, Method, count_parameters, format_report, parameter_report
+from tunesmith.methods.layers import transformer_layers
 from tunesmith.registry import add_unique
 
 METHODS: dict[str, Method] = {}
@@ -15,6 +25,21 @@ def register(method: Method) -> Method:
 
 
 register(lora.METHOD)
+register(qlora.METHOD)
 register(full.METHOD)
+register(freeze.METHOD)
+register(gradual_unfreeze.METHOD)
+register(layerwise_lr.METHOD)
+register(prompt_tuning.METHOD)
+register(prefix_tuning.METHOD)
 
-__all__ = ["METHODS", "Method", "count_parameters", "register"]
+__all__ = [
+    "METHODS",
+    "LoopHooks",
+    "Method",
+    "count_parameters",
+    "format_report",
+    "parameter_report",
+    "register",
+    "transformer_layers",
+]

@@ -20,9 +20,10 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.load import summarize_rejected
 from tunesmith.data.prepare import Prepared, prepare_data
+from tunesmith.data.quality.gate import check_before_training
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import TrainingInterrupted, UserError
-from tunesmith.methods import METHODS, count_parameters
+from tunesmith.methods import METHODS, count_parameters, format_report, parameter_report
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train import run_dir as runs
 from tunesmith.train.checkpoint import WEIGHTS
@@ -30,6 +31,7 @@ from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training, 
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses
 from tunesmith.train.precision import cpu_supports_bf16, skip_adapter_input_casts, threads, use_bf16
+from tunesmith.train.regularization import add_neftune, causal_lm_objective, set_dropout
 
 console = Console(stderr=True)
 
@@ -58,6 +60,8 @@ def load_for_training(cfg: Config) -> nn.Module:
     model.config.use_cache = False
     for param in model.parameters():
         param.requires_grad_(False)
+    if cfg.regularization.dropout is not None and not set_dropout(model, cfg.regularization.dropout):
+        console.print("[yellow]warning:[/] regularization.dropout: this model has no dropout setting to override")
     return METHODS[cfg.method.name].apply(model, cfg.method)
 
 
@@ -127,6 +131,7 @@ def _summary(
         "train_tokens_per_s": round(state.tokens_seen / max(result.train_seconds - result.eval_seconds, 1e-9), 1),
         "trainable_params": trainable,
         "total_params": total,
+        "parameters": parameter_report(model),
         "train_examples": len(prepared.train),
         "val_examples": len(prepared.val),
         "data_hash": prepared.report["data_hash"],
@@ -144,15 +149,23 @@ def run_sft(
         console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     tokenizer = load_chat_tokenizer(cfg)
     prepared = prepare_data(cfg.data, tokenizer, cfg.run.seed)
+    data_check = check_before_training(cfg, tokenizer, splits=prepared.splits)  # stops on error findings
     _report_drops(prepared)
     model = load_for_training(cfg)
     if not resume:
         run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
     runs.write_json(run_path / "data_report.json", prepared.report)
+    if data_check is not None:
+        runs.write_json(run_path / "data_check.json", data_check)
     runs.set_status(run_path, "running")
     bf16 = use_bf16(cfg.train.precision)
     if bf16:
         skip_adapter_input_casts(model)
+    method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
+    for line in format_report(parameter_report(model)):
+        console.print(line, highlight=False)
+    alpha = cfg.regularization.neftune_alpha
+    neftune = add_neftune(model, alpha) if alpha else None
     setup = LoopSetup(
         model,
         prepared.train,
@@ -164,6 +177,9 @@ def run_sft(
         bf16,
         cfg.eval.batch_size,
         hooks or [],
+        before_step=method_hooks.before_step,
+        objective=causal_lm_objective(cfg.regularization.label_smoothing),
+        param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
     )
     try:
@@ -176,6 +192,8 @@ def run_sft(
     except BaseException as exc:
         runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
+    if neftune is not None:
+        neftune.remove()  # training noise only: the exported and evaluated model sees clean embeddings
     export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
     plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", f"{cfg.model.name} · {cfg.method.name}")
     summary = _summary(cfg, model, result, prepared, export_dir, time.perf_counter() - started)

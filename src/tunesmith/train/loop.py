@@ -58,6 +58,9 @@ class LoopSetup:
     # Parameter groups for the optimizer (e.g. layer-wise learning rates); default: all trainable parameters.
     param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None
     checkpointing: ActivationCheckpointing | None = None
+    # The validation pass: (val loss that picks the best weights, metrics to log, e.g. accuracy).
+    # Default: `evaluate_loss` with the objective, and the perplexity.
+    evaluate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None = None
 
 
 @dataclass
@@ -214,7 +217,11 @@ class _Trainer:
 
     def evaluate(self) -> float:
         s, started = self.setup, time.perf_counter()
-        val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
+        if s.evaluate is not None:
+            val, metrics = s.evaluate(s.model)
+        else:
+            val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
+            metrics = {"perplexity": math.exp(min(val, 50))}
         state = self.state
         if state.best_val_loss is None or val < state.best_val_loss:
             state.best_val_loss, state.best_step, state.evals_since_best = val, state.step, 0
@@ -222,7 +229,8 @@ class _Trainer:
             ckpt.save_weights_atomically(ckpt.trainable_state(s.model, self.names), self.best_path)
         else:
             state.evals_since_best += 1
-        self.log.write(step=state.step, val_loss=val, val_perplexity=math.exp(min(val, 50)))
+        extra = {f"val_{name}": value for name, value in metrics.items() if math.isfinite(value)}
+        self.log.write(step=state.step, val_loss=val, **extra)
         self.eval_seconds += time.perf_counter() - started
         return val
 

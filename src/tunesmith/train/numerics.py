@@ -38,8 +38,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def is_prompt_learning(model: nn.Module) -> bool:
+    """True for PEFT prompt/prefix tuning, whose virtual tokens only exist inside `PeftModel.forward`."""
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The transformer body and lm_head, when logits can be computed for selected positions only."""
+    if is_prompt_learning(model):
+        return None  # calling the base's decoder directly would skip the soft prompt / prefix
     base = _unwrap(model)
     config = getattr(base, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
@@ -51,19 +58,25 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def token_loss_sum(
+    model: nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the trained tokens of a batch, and how many there are.
 
     The lm_head runs only on positions that have a target: for a 49k vocabulary that is most of the compute and
-    memory of the head saved on prompt and padding positions.
+    memory of the head saved on prompt and padding positions. `label_smoothing` applies in training mode only,
+    so validation losses stay plain cross-entropy and comparable across runs.
     """
     targets = shifted_targets(batch["labels"])
     mask = targets != IGNORE_INDEX
     n_tokens = int(mask.sum())
+    smoothing = label_smoothing if model.training else 0.0
     parts = _decoder_and_head(model)
     if parts is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum")
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # Prompt tuning returns logits for its virtual tokens first: the real tokens are the last T positions.
+        logits = logits[:, logits.shape[1] - targets.shape[1] - 1 : -1]
+        loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum", label_smoothing=smoothing)
         return loss, n_tokens
     decoder, head = parts
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -71,7 +84,8 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     loss = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, selected.shape[0], _LOGIT_CHUNK):
         chunk = head(selected[start : start + _LOGIT_CHUNK]).float()
-        loss = loss + F.cross_entropy(chunk, wanted[start : start + _LOGIT_CHUNK], reduction="sum")
+        part = wanted[start : start + _LOGIT_CHUNK]
+        loss = loss + F.cross_entropy(chunk, part, reduction="sum", label_smoothing=smoothing)
     return loss, n_tokens
 
 

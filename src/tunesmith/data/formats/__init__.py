@@ -11,6 +11,7 @@ from tunesmith.data.formats.chat import CHAT
 from tunesmith.data.formats.prompt_completion import PROMPT_COMPLETION
 from tunesmith.data.formats.text import TEXT
 from tunesmith.data.formats.text_label import TEXT_LABEL
+from tunesmith.data.formats.tokens_tags import TOKENS_TAGS
 from tunesmith.registry import add_unique
 
 __all__ = ["FORMATS", "Format", "RowError", "register"]
@@ -27,4 +28,5 @@ register(CHAT)
 register(ALPACA)
 register(PROMPT_COMPLETION)
 register(TEXT_LABEL)
+register(TOKENS_TAGS)
 register(TEXT)

@@ -1,0 +1,47 @@
+"""Shims for third-party library behaviour, each with its reason (STYLE: one place, tested).
+
+Import-light on purpose: `tunesmith/__init__` runs `quiet_optional_kernel_notice` before anything imports peft.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# bitsandbytes 0.50 logs at import, on CPUs with AVX512-BF16, that it could not fetch an optional kernel from
+# the Hugging Face Hub ("pip install kernels"); peft imports bitsandbytes whenever it is installed. We never fetch
+# kernels at run time, so the line is noise on every command (and breaks our one-line errors).
+_BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+def quiet_optional_kernel_notice() -> None:
+    """Hide bitsandbytes' import-time notice about the optional Hub kernel (real errors still show)."""
+    logging.getLogger(_BNB_CPU_KERNEL_LOGGER).setLevel(logging.ERROR)
+
+
+def quiet_int8_cast_notice() -> None:
+    """Hide bitsandbytes' per-call notice that 8-bit matmul inputs are cast to float16 (it logs every forward).
+
+    The cast is how LLM.int8() works (documented in docs/methods.md); repeating it per layer per step buries the
+    progress output.
+    """
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+
+
+def keep_4bit_trainable_on_cpu(model: nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout; returns layers changed.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight the first time it runs in eval mode under no_grad on an
+    AVX512-BF16 CPU (our validation pass), and the repacked weight then feeds an op without a backward: every
+    gradient through the frozen base silently becomes zero (measured: all LoRA B gradients 0.0 after one eval
+    pass). The flag only exists on versions with that CPU path.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed

@@ -1,0 +1,172 @@
+"""Label likelihood: how probable each candidate label is as the answer to a conversation.
+
+For a classification-style SFT model (text_label rows: user = text, assistant = label), the score of label y
+for prompt x is log p(y + end-of-turn | x), summed over exactly the tokens training puts a loss on: every
+candidate is encoded with `tokenize.encode_examples`, the training encoder. A softmax over the candidates'
+scores gives probabilities; the argmax is the prediction that classification accuracy counts.
+
+The prompt is shared by all candidates, so it runs once per batch: its key/value cache is repeated for the K
+candidates and only the few label tokens run K times (one forward for all candidates of the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.data.batching import eval_batches
+from tunesmith.data.example import Example
+from tunesmith.data.tokenize import encode_examples
+from tunesmith.errors import UserError
+from tunesmith.train.numerics import IGNORE_INDEX
+from tunesmith.train.precision import autocast
+
+NO_TRUNCATION = 1 << 30
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One prompt with all its candidate answers as token ids: a shared prefix plus one suffix per label.
+
+    `targets[c][j]` is the token that suffix position j must predict (IGNORE_INDEX where training takes no loss),
+    so the suffix starts at the last prompt token, whose logits predict the first label token.
+    """
+
+    prefix: list[int]
+    suffixes: list[list[int]]
+    targets: list[list[int]]
+
+
+def encode_candidates(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Sequence[dict[str, str]],
+    labels: Sequence[str],
+    max_length: int | None = None,
+) -> Candidates:
+    """Encode `prompt` + each label as training does and split off the prefix the candidates share."""
+    examples = [Example(line=0, messages=(*prompt, {"role": "assistant", "content": label})) for label in labels]
+    encoded, report = encode_examples(tokenizer, examples, max_length or NO_TRUNCATION)
+    if len(encoded) != len(labels) or report.truncated_lines:
+        raise UserError(f"a prompt is too long for max_length={max_length}: its label tokens would be cut off")
+    first_target = min(next(j for j, t in enumerate(e.labels) if t != IGNORE_INDEX) for e in encoded)
+    common = 0
+    while common < first_target and len({e.input_ids[common] for e in encoded}) == 1:
+        common += 1
+    cut = min(common, first_target - 1)  # the token before the first label token runs with the suffix
+    if cut < 1:
+        raise UserError("the chat template renders nothing before the answer; cannot score labels")
+    return Candidates(
+        prefix=encoded[0].input_ids[:cut],
+        suffixes=[e.input_ids[cut:] for e in encoded],
+        targets=[e.labels[cut + 1 :] + [IGNORE_INDEX] for e in encoded],
+    )
+
+
+def _left_padded(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask with each row right-aligned: every prefix then ends in the same column."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _right_padded(rows: Sequence[list[int]], fill: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+@torch.no_grad()
+def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+    """Summed label log-probabilities, shape [len(batch), K]: the prefixes in one forward, then every candidate
+    suffix in a second forward on the prefixes' key/value cache repeated K times."""
+    k = len(batch[0].suffixes)
+    ids, mask = _left_padded([c.prefix for c in batch], pad_id)
+    # Explicit positions: left padding must not shift them, or scores would differ from training's.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(k)
+    suffixes = [s for c in batch for s in c.suffixes]
+    suffix_ids = _right_padded(suffixes, pad_id)
+    suffix_mask = _right_padded([[1] * len(s) for s in suffixes], 0)
+    targets = _right_padded([t for c in batch for t in c.targets], IGNORE_INDEX)
+    lengths = torch.tensor([len(c.prefix) for c in batch]).repeat_interleave(k)
+    suffix_positions = lengths[:, None] + torch.arange(suffix_ids.shape[1])[None, :]
+    logits = model(
+        input_ids=suffix_ids,
+        attention_mask=torch.cat([mask.repeat_interleave(k, 0), suffix_mask], dim=1),
+        position_ids=suffix_positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).logits.float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return (logp * (targets != IGNORE_INDEX)).sum(-1).view(len(batch), k)
+
+
+def label_logprobs(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    labels: Sequence[str],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """log p(label + end-of-turn | prompt) for every prompt and candidate label: a [len(prompts), K] tensor.
+
+    Prompts are length-sorted into batches (less padding); rows come back in the input order.
+    """
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        raise UserError(f"label scoring needs at least two distinct labels, got {list(labels)}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [encode_candidates(tokenizer, prompt, labels, max_length) for prompt in prompts]
+    scores = torch.empty((len(encoded), len(labels)))
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in eval_batches([len(c.prefix) for c in encoded], batch_size):
+            with autocast(bf16):
+                scores[idx] = score_batch(model, [encoded[i] for i in idx], pad_id)
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def label_probabilities(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    labels: Sequence[str],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Softmax over the candidates of `label_logprobs`: each row sums to 1."""
+    return torch.softmax(label_logprobs(model, tokenizer, prompts, labels, batch_size, max_length, bf16), dim=-1)
+
+
+def accuracy_by_likelihood(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    batch_size: int = 16,
+    bf16: bool = False,
+) -> tuple[float, list[str]]:
+    """Share of examples whose most likely label is their target, and the predicted label of each example."""
+    unknown = sorted({e.target for e in examples if e.target not in labels}, key=str)
+    if unknown:
+        raise UserError(f"targets {unknown[:5]} are not among the candidate labels {list(labels)}")
+    scores = label_logprobs(model, tokenizer, [e.prompt_messages for e in examples], labels, batch_size, bf16=bf16)
+    predictions = [labels[i] for i in scores.argmax(-1).tolist()]
+    hits = sum(p == e.target for p, e in zip(predictions, examples, strict=True))
+    return (hits / len(examples) if examples else float("nan")), predictions

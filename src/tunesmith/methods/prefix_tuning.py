@@ -1,0 +1,56 @@
+"""Prefix tuning through PEFT: trainable key/value vectors prepended in every attention layer; the model is frozen.
+
+PEFT hands the prefix to the model as past key/values inside `PeftModel.forward`, so the loss goes through the
+full forward (see `train.numerics`).
+
+Where the prefix starts matters on a small model. Measured on smollm2-135m (8 Alpaca rows, 20 virtual tokens):
+validation loss 2.57 without a prefix, 11.24 with PEFT's random N(0, 1) prefix, 3.53 with zeros. With
+`init_text` the prefix is the model's own keys/values for that text, so the model starts exactly as if the text
+preceded every input.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import PrefixTuningConfig as PeftPrefixTuningConfig
+from peft import get_peft_model
+from torch import nn
+from transformers import AutoTokenizer
+
+from tunesmith.config.schema import PrefixTuningConfig
+from tunesmith.methods.base import Method, export_adapter
+
+
+def text_keys_values(model: nn.Module, text: str, n_tokens: int) -> torch.Tensor:
+    """The model's keys and values for `text` (cut or repeated to `n_tokens`), laid out as PEFT's prefix rows.
+
+    PEFT reads its prefix embedding [V, layers * 2 * kv_heads * head_dim] as (V, layers * 2, kv_heads, head_dim),
+    with rows 2l and 2l + 1 the key and value of layer l.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+    ids = (ids * (n_tokens // len(ids) + 1))[:n_tokens]
+    with torch.no_grad():
+        cache = model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+    per_layer = [t[0] for layer in cache.layers for t in (layer.keys, layer.values)]  # each [kv_heads, V, head_dim]
+    return torch.stack(per_layer).permute(2, 0, 1, 3).reshape(n_tokens, -1).float()
+
+
+def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
+    """Add `num_virtual_tokens` prefix positions to every layer, started from `init_text` or from zeros."""
+    start = text_keys_values(model, cfg.init_text, cfg.num_virtual_tokens) if cfg.init_text else None
+    peft_cfg = PeftPrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=cfg.num_virtual_tokens,
+        prefix_projection=cfg.projection,
+        encoder_hidden_size=model.config.hidden_size,
+        init_weights="zero",
+    )
+    peft_model = get_peft_model(model, peft_cfg)
+    if start is not None:
+        with torch.no_grad():
+            peft_model.prompt_encoder["default"].embedding.weight.copy_(start)
+    return peft_model
+
+
+METHOD = Method(name="prefix_tuning", apply=apply, export=export_adapter, frozen_base=True)

@@ -1,0 +1,34 @@
+"""Prompt tuning through PEFT: trainable soft-prompt vectors prepended to every input; the model stays frozen.
+
+The loss must go through `PeftModel.forward` (which prepends the prompt); `train.numerics` does that for every
+prompt-learning model and scores only the real tokens.
+"""
+
+from __future__ import annotations
+
+from peft import PromptTuningConfig as PeftPromptTuningConfig
+from peft import PromptTuningInit, get_peft_model
+from torch import nn
+
+from tunesmith.config.schema import PromptTuningConfig
+from tunesmith.methods.base import Method, export_adapter
+
+
+def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
+    """Add `num_virtual_tokens` soft-prompt vectors, started from `init_text` or from random vocabulary rows.
+
+    Random vocabulary rows rather than PEFT's N(0, 1) default: they sit at the scale of real embeddings.
+    """
+    text = {"prompt_tuning_init": PromptTuningInit.SAMPLE_VOCAB}
+    if cfg.init_text:
+        # PEFT tokenizes the text with the model folder's own tokenizer.
+        text = {
+            "prompt_tuning_init": PromptTuningInit.TEXT,
+            "prompt_tuning_init_text": cfg.init_text,
+            "tokenizer_name_or_path": model.name_or_path,
+        }
+    peft_cfg = PeftPromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens, **text)
+    return get_peft_model(model, peft_cfg)
+
+
+METHOD = Method(name="prompt_tuning", apply=apply, export=export_adapter, frozen_base=True)

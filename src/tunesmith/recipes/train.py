@@ -1,0 +1,165 @@
+"""`tunesmith train` for every task: sft runs its own recipe (`recipes.sft`); classify, ner and pretrain run
+`run_task` below, top to bottom: tokenizer → data → model with head → method → run folder → loop → best
+weights → export → summary.
+
+A task supplies only its steps (`tasks.base.TaskSteps`: prepare, build_model, objective, evaluate); the loop,
+methods, checkpoints and run folder are the ones SFT uses. User mistakes surface before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from tunesmith.config import Config
+from tunesmith.data.quality.gate import check_before_training
+from tunesmith.errors import TrainingInterrupted
+from tunesmith.methods import METHODS, format_report, parameter_report
+from tunesmith.models import load_tokenizer
+from tunesmith.recipes.sft import _report_drops, _restore_best, _summary, pad_id, run_sft
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import TaskData, TaskSteps
+from tunesmith.tasks.heads import HEAD_NAMES, head_of, write_task_file
+from tunesmith.train import run_dir as runs
+from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training
+from tunesmith.train.memory import ActivationCheckpointing
+from tunesmith.train.metrics_log import plot_losses, read_metrics
+from tunesmith.train.precision import skip_adapter_input_casts, threads, use_bf16
+from tunesmith.train.regularization import add_neftune, set_dropout
+
+console = Console(stderr=True)
+
+
+def run_train(
+    cfg: Config, config_path: str | None = None, resume: bool = False, hooks: list[StepHook] | None = None
+) -> Path:
+    """Train per `cfg.task`; returns the run folder (with summary.json on success)."""
+    steps = TASKS[cfg.task.name].steps
+    if steps is None:
+        return run_sft(cfg, config_path, resume, hooks)
+    return run_task(steps, cfg, config_path, resume, hooks)
+
+
+def apply_method(cfg: Config, model: nn.Module) -> nn.Module:
+    """Freeze the base, override dropout if asked, then let the method choose what trains."""
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if cfg.regularization.dropout is not None and not set_dropout(model, cfg.regularization.dropout):
+        console.print("[yellow]warning:[/] regularization.dropout: this model has no dropout setting to override")
+    model = METHODS[cfg.method.name].apply(model, cfg.method)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    has_head = any(hasattr(base, name) for name in HEAD_NAMES)
+    if has_head and not any(p.requires_grad for p in head_of(model).parameters()):
+        console.print(
+            f"[yellow]warning:[/] method {cfg.method.name} leaves the new {cfg.task.name} head frozen, so it stays "
+            "random; use a method that trains it (full, lora, freeze)"
+        )
+    return model
+
+
+def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
+    """The task metrics logged at the evaluation that gave the best (exported) weights."""
+    rows = [r for r in read_metrics(run_path / "metrics.jsonl") if r.get("step") == best_step and "val_loss" in r]
+    skip = {"step", "val_loss"}
+    return {k: v for k, v in rows[-1].items() if k not in skip} if rows else {}
+
+
+def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
+    """The loop, with the run's status kept current; leaves the best weights in the model."""
+    try:
+        with threads(cfg.train.threads):
+            result = run_training(setup, resume_from=checkpoint)
+            _restore_best(setup.model, run_path)
+    except TrainingInterrupted as stop:
+        runs.set_status(run_path, "interrupted", step=stop.step, checkpoint=stop.checkpoint)
+        raise
+    except BaseException as exc:
+        runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    return result
+
+
+def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, Any] | None]:
+    """Tokenizer, encoded data and the data check: everything that can fail on user input before any weights."""
+    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    data = steps.prepare(cfg, tokenizer)
+    # Lengths are counted in words: a classification row's tokens are not those of a chat template.
+    check = check_before_training(cfg, None, splits=data.prepared.splits) if data.check_data else None
+    _report_drops(data.prepared)
+    return tokenizer, data, check
+
+
+def run_task(
+    steps: TaskSteps,
+    cfg: Config,
+    config_path: str | None = None,
+    resume: bool = False,
+    hooks: list[StepHook] | None = None,
+) -> Path:
+    """Train a task model per `cfg` with the task's `steps`; returns the run folder."""
+    started = time.perf_counter()
+    if resume:
+        run_path = runs.existing_run_dir(cfg, config_path)
+        checkpoint = runs.latest_checkpoint(run_path)
+        console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
+    tokenizer, data, data_check = _prepare(steps, cfg)
+    torch.manual_seed(cfg.run.seed)  # the new head's initialisation
+    model = apply_method(cfg, steps.build_model(cfg, data, tokenizer))
+    if not resume:
+        run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
+    runs.write_json(run_path / "data_report.json", data.prepared.report)
+    if data_check is not None:
+        runs.write_json(run_path / "data_check.json", data_check)
+    runs.set_status(run_path, "running")
+    bf16 = use_bf16(cfg.train.precision)
+    if bf16:
+        skip_adapter_input_casts(model)
+    method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
+    for line in format_report(parameter_report(model)):
+        console.print(line, highlight=False)
+    alpha = cfg.regularization.neftune_alpha
+    neftune = add_neftune(model, alpha) if alpha else None
+    pad, val = pad_id(tokenizer), data.prepared.val
+    setup = LoopSetup(
+        model,
+        data.prepared.train,
+        val,
+        pad,
+        cfg.train,
+        run_path,
+        cfg.run.seed,
+        bf16,
+        cfg.eval.batch_size,
+        hooks or [],
+        before_step=method_hooks.before_step,
+        objective=steps.objective(cfg),
+        param_groups=method_hooks.param_groups,
+        checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
+        evaluate=lambda m: steps.evaluate(m, val, pad, cfg, data.labels),
+    )
+    result = _train(setup, cfg, run_path, checkpoint)
+    if neftune is not None:
+        neftune.remove()  # training noise only: the exported model sees clean embeddings
+    export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
+    if data.labels is not None:
+        write_task_file(export_dir, cfg.task.name, data.labels)
+    title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
+    plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
+    summary = _summary(cfg, model, result, data.prepared, export_dir, time.perf_counter() - started)
+    summary = {"task": cfg.task.name, **summary, **_best_metrics(run_path, result.state.best_step)}
+    if "val_perplexity" in summary:  # a language-modelling task: perplexity before and after
+        summary["base_val_perplexity"] = math.exp(min(result.state.base_val_loss or 0.0, 50))
+    else:  # exp(cross-entropy) of a classifier is no perplexity
+        summary.pop("tuned_val_perplexity", None)
+    if data.labels is not None:
+        summary["labels"] = data.labels
+    runs.write_json(run_path / runs.SUMMARY_FILE, summary)
+    runs.set_status(run_path, "completed")
+    return run_path

@@ -1,0 +1,141 @@
+"""What classify and ner share: a pre-trained body with a new classification head, and the label mapping.
+
+The head is always new: whatever head the checkpoint had (an lm_head, another task's classifier) is replaced by
+one sized for our labels, initialised from `run.seed`, and kept in fp32 because it trains even on a bf16 base.
+The label mapping lives in the model config (`id2label` / `label2id`) and in `task.json` next to the export.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tunesmith.config import Config
+from tunesmith.data.batching import eval_batches
+from tunesmith.errors import UserError
+from tunesmith.methods.peft_task import CLASSIFIER_HEADS
+from tunesmith.models import load_tokenizer, model_source, resolve_model
+from tunesmith.tasks.base import TASK_FILE
+from tunesmith.train.precision import autocast
+
+Kind = Literal["sequence", "token"]
+HEAD_NAMES = tuple(CLASSIFIER_HEADS)
+
+
+def _auto_class(kind: Kind) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForSequenceClassification if kind == "sequence" else AutoModelForTokenClassification
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The classification head module of a transformers model (PEFT wrappers looked through)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in HEAD_NAMES:
+        head = getattr(base, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise UserError(f"{type(base).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+
+
+def _fresh_head(head: nn.Module, std: float) -> None:
+    """Re-initialise every linear layer of the head in fp32: N(0, std) weights, zero bias."""
+    head.float()
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def load_head_model(
+    cfg: Config, kind: Kind, labels: list[str], pad_token_id: int, dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
+    """`cfg.model.name` with a new `kind` classification head for `labels` (safetensors weights only)."""
+    auto = _auto_class(kind)
+    ref = resolve_model(cfg.model.name)
+    kwargs = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "dtype": dtype,
+        "use_safetensors": True,
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "ignore_mismatched_sizes": True,  # a checkpoint's own head of another size is replaced, not an error
+    }
+    try:
+        if model_source(cfg.model.name) == "hub":
+            from tunesmith.models.hub import load_from_hub
+
+            model = load_from_hub(auto.from_pretrained, ref, **kwargs)
+        else:
+            model = auto.from_pretrained(ref, **kwargs)
+    except (ValueError, KeyError) as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise UserError(f"'{cfg.model.name}' cannot take a {kind} classification head: {first}") from err
+    # Decoders classify from the last non-padding token, which they find through pad_token_id.
+    model.config.pad_token_id = pad_token_id
+    _fresh_head(head_of(model), getattr(model.config, "initializer_range", 0.02))
+    return model
+
+
+def write_task_file(folder: Path, task: str, labels: list[str]) -> None:
+    """Save the task and label set with the exported weights (an adapter folder has no model config)."""
+    (folder / TASK_FILE).write_text(json.dumps({"task": task, "labels": labels}, indent=2) + "\n")
+
+
+def read_labels(folder: Path) -> list[str]:
+    """The label set saved by `write_task_file`."""
+    path = folder / TASK_FILE
+    if not path.is_file():
+        raise UserError(f"{folder}: no {TASK_FILE}; was this run trained with task classify or ner?")
+    return list(json.loads(path.read_text())["labels"])
+
+
+def load_trained(run_dir: Path, cfg: Config, kind: Kind) -> tuple[nn.Module, PreTrainedTokenizerBase, list[str]]:
+    """The tuned classifier of a finished run: the full model, or the adapter on a freshly built base."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter, full = run_dir / "adapter", run_dir / "model"
+    if full.is_dir():
+        labels = read_labels(full)
+        model = _auto_class(kind).from_pretrained(full, dtype=torch.float32, use_safetensors=True)
+        tokenizer = load_tokenizer(str(full))
+    elif adapter.is_dir():
+        labels = read_labels(adapter)
+        tokenizer = AutoTokenizer.from_pretrained(adapter)  # our own export: tokenizer files, no weights
+        base = load_head_model(cfg, kind, labels, tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
+    else:
+        raise UserError(f"{run_dir}: the run has no adapter/ or model/ folder yet (did training finish?)")
+    model.eval()
+    return model, tokenizer, labels
+
+
+def batched_logits(
+    model: nn.Module,
+    examples: Sequence[Any],
+    collate: Callable[[Sequence[Any], int], dict[str, torch.Tensor]],
+    pad_id: int,
+    batch_size: int,
+    bf16: bool,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
+    """(example indices, batch, fp32 logits) per length-sorted batch, in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for idx in eval_batches([len(e.input_ids) for e in examples], batch_size):
+                batch = collate([examples[i] for i in idx], pad_id)
+                with autocast(bf16):
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                yield idx, batch, logits.float()
+    finally:
+        model.train(was_training)

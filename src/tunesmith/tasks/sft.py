@@ -1,0 +1,56 @@
+"""sft: supervised fine-tuning of a causal LM on chat turns, trained by the foundation recipe `run_sft`.
+
+Prediction generates each row's answer greedily (the row's prompt through the chat template), and scores exact
+match when the row carries a reference answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.formats import FORMATS, RowError
+from tunesmith.data.pseudo_label import read_unlabeled
+from tunesmith.errors import UserError
+from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.serve.loading import load_run
+from tunesmith.train.precision import use_bf16
+
+
+def _reference(fmt: str, record: dict[str, Any], line: int, system_prompt: str | None) -> str | None:
+    """The row's own answer, when it has one."""
+    try:
+        return FORMATS[fmt].to_example(record, line, system_prompt).target
+    except RowError:
+        return None
+
+
+def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """A generated answer per row; exact match over the rows that have a reference answer."""
+    loaded = load_run(run_dir)
+    cfg = loaded.config
+    assert cfg is not None  # a run always has its config
+    report = run_dir / "data_report.json"
+    fmt = json.loads(report.read_text())["format"] if report.is_file() else cfg.data.format
+    if fmt in {"text", "auto"}:
+        raise UserError(f"{run_dir}: predict for task sft needs a run trained on prompt/answer rows (format {fmt})")
+    rows = read_unlabeled(data_path, fmt, cfg.data.system_prompt)
+    answers = generate_all(
+        loaded.model,
+        loaded.tokenizer,
+        [row.prompt for row in rows],
+        cfg.eval.max_new_tokens,
+        cfg.eval.batch_size,
+        use_bf16(cfg.train.precision),
+    )
+    out, scored = [], []
+    for row, answer in zip(rows, answers, strict=True):
+        out.append({"line": row.line, "answer": answer})
+        reference = _reference(fmt, row.record, row.line, cfg.data.system_prompt)
+        if reference is not None:
+            out[-1]["reference"] = reference
+            scored.append((answer, reference))
+    if not scored:
+        return out, {}
+    return out, {"exact_match": exact_match(*map(list, zip(*scored, strict=True))), "scored_rows": len(scored)}
