@@ -10,7 +10,7 @@ import resource
 import sys
 
 from tunesmith.config import load_config
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes.train import run_train
 
 # TRL SFTConfig/PEFT defaults used by the anchor: linear decay, no warmup, no weight decay, clip 1.0, LoRA dropout 0.
 ANCHOR = [
@@ -47,7 +47,7 @@ def main() -> None:
             *extra,
         ],
     )
-    run_dir = run_sft(cfg)
+    run_dir = run_train(cfg)
     summary = json.loads((run_dir / "summary.json").read_text())
     report = json.loads((run_dir / "data_report.json").read_text())["train"]
     train_s = summary["train_seconds"] - summary["eval_seconds"]

@@ -2,9 +2,10 @@
 
     python bench/methods_memory.py [--steps 5] [--methods lora qlora-4bit ...] [--set key=value ...]
 
-Each method runs the real SFT recipe (`run_sft`) for `--steps` optimizer steps, batch 4, sequences cut at 128
-tokens, on the shared Alpaca sample. Prints one JSON line per method: peak RSS of the process (loading, the base
-validation pass and training included), the bytes of the model's weights, and the median step time of steps 2..N.
+Each method runs the real training recipe (`run_train`, task sft) for `--steps` optimizer steps, batch 4,
+sequences cut at 128 tokens, on the shared Alpaca sample. Prints one JSON line per method: peak RSS of the
+process (loading, the base validation pass and training included), the bytes of the model's weights, and the
+median step time of steps 2..N.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ def _current_rss_mb() -> int:
 
 def _worker(out: str, sets: list[str]) -> None:
     from tunesmith.config import load_config
-    from tunesmith.recipes import sft
+    from tunesmith.recipes import train as recipe
     from tunesmith.train.loop import peak_rss_mb
 
     captured = {}
-    real_load = sft.load_for_training
+    real_load = recipe.load_for_training
 
-    def load_and_measure(cfg):
-        model = real_load(cfg)
+    def load_and_measure(*args):
+        model = real_load(*args)
         gc.collect()
         captured["rss_after_load_mb"] = _current_rss_mb()
         captured["peak_after_load_mb"] = peak_rss_mb()
@@ -58,8 +59,8 @@ def _worker(out: str, sets: list[str]) -> None:
         captured["weights_mb"] = round(sum(t.numel() * t.element_size() for t in tensors) / 2**20)
         return model
 
-    sft.load_for_training = load_and_measure
-    run = sft.run_sft(load_config(None, sets))
+    recipe.load_for_training = load_and_measure
+    run = recipe.run_train(load_config(None, sets))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "train_loss" in r]
     summary = json.loads((run / "summary.json").read_text())

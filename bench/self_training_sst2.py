@@ -138,7 +138,7 @@ def bench_config(args: argparse.Namespace, data_dir: Path, name: str) -> Config:
 def control_run(root: Path, args: argparse.Namespace) -> Path:
     """Supervised on the labelled rows only, for as many steps as the last self-training round took: separates
     the effect of the pseudo-labels from the effect of simply training longer."""
-    from tunesmith.recipes.sft import run_sft
+    from tunesmith.recipes.train import run_train
 
     control = root / "control-supervised-long"
     if (control / "summary.json").is_file():
@@ -147,7 +147,7 @@ def control_run(root: Path, args: argparse.Namespace) -> Path:
     steps = [json.loads((Path(r["run_dir"]) / "summary.json").read_text())["steps"] for r in (rounds[0], rounds[-1])]
     cfg = bench_config(args, args.out / "data", control.name)
     cfg.run.output_dir, cfg.train.epochs = str(root), steps[1] / steps[0]
-    return run_sft(cfg, str(CONFIG))
+    return run_train(cfg, str(CONFIG))
 
 
 def dev_correct(run_dir: Path, args: argparse.Namespace, labels: list[str]) -> list[bool]:

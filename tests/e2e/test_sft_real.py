@@ -11,7 +11,7 @@ import pytest
 
 from tunesmith.config import load_config
 from tunesmith.recipes import demo_task
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes.train import run_train
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def tuned_run(tmp_path_factory) -> Path:
             "train.save_every=3",
         ],
     )
-    return run_sft(cfg)
+    return run_train(cfg)
 
 
 def test_few_real_steps_lower_the_loss(tuned_run):

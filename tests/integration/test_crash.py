@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tunesmith.config import load_config
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes import train as recipe
 from tunesmith.train.checkpoint import CRASH_POINTS, STATE, WEIGHTS, complete_checkpoints
 
 pytestmark = pytest.mark.integration
@@ -45,11 +45,11 @@ def straight(tiny_model_dir, tmp_path_factory):
             for i in range(40)
         )
     )
-    run = run_sft(load_config(None, sets(tiny_model_dir, data, tmp, "straight")))
+    run = recipe.run_train(load_config(None, sets(tiny_model_dir, data, tmp, "straight")))
     return data, load_file(complete_checkpoints(run / "checkpoints")[-1] / WEIGHTS)
 
 
-def run_train(
+def train_in_subprocess(
     cfg_path: Path, args: list[str], env: dict[str, str] | None = None, resume: bool = False
 ) -> subprocess.CompletedProcess:
     cmd = [TUNESMITH, "train", str(cfg_path), *(["--resume"] if resume else [])]
@@ -63,7 +63,7 @@ def test_kill9_while_saving_then_resume(point, straight, tiny_model_dir, tmp_pat
     cfg = tmp_path / "run.yaml"
     cfg.write_text("{}\n")
     args = sets(tiny_model_dir, data, tmp_path, "crashy")
-    killed = run_train(cfg, args, env={"TUNESMITH_CRASH_AT": f"{point}@4"})
+    killed = train_in_subprocess(cfg, args, env={"TUNESMITH_CRASH_AT": f"{point}@4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     checkpoints = tmp_path / "crashy" / "checkpoints"
@@ -71,9 +71,9 @@ def test_kill9_while_saving_then_resume(point, straight, tiny_model_dir, tmp_pat
         json.loads((complete / STATE).read_text())
         load_file(complete / WEIGHTS)
     if point == CRASH_POINTS[0]:
-        rerun = run_train(cfg, args)
+        rerun = train_in_subprocess(cfg, args)
         assert rerun.returncode == 2 and "--resume" in rerun.stderr  # a plain re-run refuses to overwrite the run
-    resumed = run_train(cfg, args, resume=True)
+    resumed = train_in_subprocess(cfg, args, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # --resume finishes it
     assert not list(checkpoints.glob(".staging-*"))
     final = load_file(complete_checkpoints(checkpoints)[-1] / WEIGHTS)

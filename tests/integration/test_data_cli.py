@@ -131,3 +131,22 @@ def test_training_stops_on_leakage_before_a_run_exists(files, tmp_path, tiny_mod
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "leak_exact_example" in lines[0] and "data.check.enabled=false" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_augment_command_writes_variants_with_their_source(files, tmp_path):
+    out = tmp_path / "augmented.jsonl"
+    result = runner.invoke(app, ["data", "augment", str(files["train"]), "--out", str(out), "--methods", "typos"])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    variants = [r for r in written if r.get("augment_method") == "typos"]
+    assert len(written) == 200 and len(variants) == 100  # each original is followed by its typo variant
+    assert all(v["label"] == o["label"] and v["augmented_from"] for o, v in zip(written[::2], variants, strict=True))
+
+
+def test_augment_refuses_a_variant_that_copies_a_val_input(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "a b", "label": "x"}])
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": "a", "label": "x"}])
+    args = ["data", "augment", str(train), "--out", str(tmp_path / "o.jsonl"), "--methods", "word_dropout"]
+    result = subprocess.run([TUNESMITH, *args, "--per-row", "3", "--val", str(val)], capture_output=True, text=True)
+    assert result.returncode == 2 and not (tmp_path / "o.jsonl").exists()
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1

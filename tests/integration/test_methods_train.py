@@ -14,8 +14,8 @@ from test_train import tiny_config
 
 from tunesmith.errors import TrainingInterrupted
 from tunesmith.methods.layers import layer_groups
-from tunesmith.recipes import sft
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes import train as recipe
+from tunesmith.recipes.train import run_train
 from tunesmith.train.numerics import token_loss_sum
 
 pytestmark = pytest.mark.integration
@@ -29,15 +29,15 @@ def _config(model_dir, data, out, name, *extra):
 def captured(monkeypatch):
     """The model a run trains, and a copy of its parameters right after the method was applied."""
     box: dict = {}
-    real_load = sft.load_for_training
+    real_load = recipe.load_for_training
 
-    def load_and_capture(cfg):
-        box["model"] = model = real_load(cfg)
+    def load_and_capture(*args):
+        box["model"] = model = real_load(*args)
         box["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         box["meant_to_train"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model
 
-    monkeypatch.setattr(sft, "load_for_training", load_and_capture)
+    monkeypatch.setattr(recipe, "load_for_training", load_and_capture)
     return box
 
 
@@ -100,7 +100,7 @@ def test_frozen_stays_bit_identical_and_trainable_changes(tiny_model_dir, qa_dat
     if case == "qlora":
         pytest.importorskip("bitsandbytes")
     sets, check = METHOD_CASES[case]
-    run = run_sft(_config(tiny_model_dir, qa_data, tmp_path, case, *sets))
+    run = run_train(_config(tiny_model_dir, qa_data, tmp_path, case, *sets))
     assert _changed(captured) == captured["meant_to_train"]  # no frozen parameter moved, every trainable one did
     report = json.loads((run / "summary.json").read_text())["parameters"]
     assert report["trainable"] == sum(captured["before"][n].numel() for n in captured["meant_to_train"])
@@ -116,7 +116,7 @@ def test_gradual_unfreeze_opens_groups_on_schedule(tiny_model_dir, qa_data, tmp_
         seen.append([g for g, named in groups.items() if all(p.requires_grad for _, p in named)])
 
     cfg = _config(tiny_model_dir, qa_data, tmp_path, "gu", "method.name=gradual_unfreeze", "method.every_steps=2")
-    run_sft(cfg, hooks=[record])
+    run_train(cfg, hooks=[record])
     top, two = ["layers.1", "head"], ["layers.0", "layers.1", "head"]
     assert seen == [top, top, two, two]
     changed = _changed(captured)
@@ -134,11 +134,11 @@ def _kill_at(step):
 
 def test_gradual_unfreeze_resume_is_bit_identical(tiny_model_dir, qa_data, tmp_path):
     extra = ["method.name=gradual_unfreeze", "method.every_steps=3", "method.lr_decay=0.7", "train.save_every=2"]
-    straight = run_sft(tiny_config(tiny_model_dir, qa_data, tmp_path, "straight", *extra))
+    straight = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "straight", *extra))
     cfg = tiny_config(tiny_model_dir, qa_data, tmp_path, "resumed", *extra)
     with pytest.raises(TrainingInterrupted):
-        run_sft(cfg, hooks=[_kill_at(4)])  # checkpoint at 4; layer 0 opened at 3, embeddings open at 6
-    resumed = run_sft(cfg, resume=True)
+        run_train(cfg, hooks=[_kill_at(4)])  # checkpoint at 4; layer 0 opened at 3, embeddings open at 6
+    resumed = run_train(cfg, resume=True)
 
     def final(run):
         return load_file(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainable.safetensors")
@@ -155,9 +155,9 @@ def test_regularization_acts_on_training_only(tiny_model_dir, qa_data, tmp_path,
         summary = json.loads((run / "summary.json").read_text())
         return next(r["train_loss"] for r in rows if "train_loss" in r), summary["base_val_loss"]
 
-    plain = first_step(run_sft(tiny_config(tiny_model_dir, qa_data, tmp_path, "plain", "train.max_steps=1")))
+    plain = first_step(run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "plain", "train.max_steps=1")))
     regularized = first_step(
-        run_sft(tiny_config(tiny_model_dir, qa_data, tmp_path, "reg", "train.max_steps=1", *knobs))
+        run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "reg", "train.max_steps=1", *knobs))
     )
     assert regularized[1] == plain[1]  # evaluation sees no noise, no smoothing, no dropout
     assert regularized[0] != plain[0]

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes.train import run_train
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def _run(model_dir, data, out, name):
             "method.dropout=0",
         ],
     )
-    run = run_sft(cfg)
+    run = run_train(cfg)
     return json.loads((run / "summary.json").read_text()), load_file(run / "best" / "trainable.safetensors")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def test_classify_full_on_bert_saves_the_label_mapping_and_predicts(tiny_bert_di
         assert set(row["probabilities"]) == {"neg", "pos"}
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+    # predict reads the same sentence vector as training (mean pooling, not the checkpoint's pooler).
+    loss = -sum(math.log(row["probabilities"][row["gold"]]) for row in predictions) / len(predictions)
+    assert loss == pytest.approx(summary["tuned_val_loss"], abs=2e-3)
 
 
 def test_classify_lora_keeps_the_base_bit_identical(tiny_bert_dir, sentiment, tmp_path):
@@ -166,7 +170,8 @@ def test_pretrain_packs_a_text_file_and_reports_perplexity(tiny_model_dir, tmp_p
     assert report["train"]["examples_in"] == 27 and report["val"]["examples_in"] == 3  # tail held out
 
 
-def test_sft_still_goes_through_its_own_recipe(tiny_model_dir, qa_data, tmp_path):
+def test_sft_runs_through_the_shared_recipe(tiny_model_dir, qa_data, tmp_path):
     run = run_train(task_config(tiny_model_dir, qa_data, tmp_path, "sft", "sft", "train.max_steps=1"))
     summary = _summary(run)
-    assert "task" not in summary and summary["steps"] == 1 and (run / "adapter").is_dir()
+    assert summary["task"] == "sft" and summary["steps"] == 1 and (run / "adapter").is_dir()
+    assert summary["tuned_val_perplexity"] > 1 and summary["base_val_perplexity"] > 1

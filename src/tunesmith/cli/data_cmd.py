@@ -15,7 +15,9 @@ from tunesmith.config import Config, load_config
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-app = typer.Typer(help="Check, clean and split data files before training.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check, clean, split, augment and pseudo-label data files before training.", no_args_is_help=True
+)
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set data.format=chat")]
 ConfigOption = Annotated[
@@ -30,7 +32,7 @@ def _tokenizer(cfg: Config, skip: bool) -> PreTrainedTokenizerBase | None:
     """The model's tokenizer with its chat template, unless skipped."""
     if skip:
         return None
-    from tunesmith.recipes.sft import load_chat_tokenizer
+    from tunesmith.recipes.common import load_chat_tokenizer
 
     return load_chat_tokenizer(cfg)
 

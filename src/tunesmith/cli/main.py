@@ -9,7 +9,16 @@ import warnings
 import typer
 from rich.markup import escape
 
-from tunesmith.cli import chat_cmd, data_cmd, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+from tunesmith.cli import (
+    chat_cmd,
+    data_cmd,
+    data_semi_cmd,
+    demo_cmd,
+    eval_cmd,
+    models_cmd,
+    predict_cmd,
+    train_cmd,
+)
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
 
@@ -21,6 +30,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models_cmd.app, name="models")
+data_cmd.app.command("augment")(data_semi_cmd.augment)
+data_cmd.app.command("pseudo-label")(data_semi_cmd.pseudo_label)
 app.add_typer(data_cmd.app, name="data")
 
 COMMANDS = {
@@ -29,6 +40,7 @@ COMMANDS = {
     "validate": train_cmd.validate,
     "eval": eval_cmd.eval_run,
     "predict": predict_cmd.predict,
+    "selftrain": data_semi_cmd.self_train,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,
 }

@@ -20,7 +20,7 @@ from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.models import load_causal_lm
-from tunesmith.recipes.sft import pad_id
+from tunesmith.recipes.common import pad_id
 from tunesmith.serve.loading import load_run
 from tunesmith.train.precision import use_bf16
 

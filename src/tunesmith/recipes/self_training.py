@@ -38,7 +38,7 @@ from tunesmith.data.pseudo_label import (
 )
 from tunesmith.errors import UserError
 from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
-from tunesmith.recipes.sft import run_sft
+from tunesmith.recipes.train import run_train
 from tunesmith.serve.loading import LoadedModel, load_run
 from tunesmith.train.precision import threads, use_bf16
 from tunesmith.train.run_dir import SUMMARY_FILE as SFT_SUMMARY
@@ -165,7 +165,7 @@ def run_self_training(cfg: Config, config_path: str | None = None) -> Path:
     pseudo: dict[str, Any] | None = None  # the pseudo-labels the coming round trains on
     for round_no in range(st.rounds + 1):
         started = time.perf_counter()
-        run_dir = run_sft(_round_config(plan, round_no, train_file), config_path)
+        run_dir = run_train(_round_config(plan, round_no, train_file), config_path)
         entry: dict[str, Any] = {"round": round_no, "run_dir": str(run_dir), "train_file": str(train_file)}
         entry["train_rows"] = json.loads((run_dir / SFT_SUMMARY).read_text())["train_examples"]
         if pseudo is not None:

@@ -1,14 +1,12 @@
-"""`tunesmith train` for every task: sft runs its own recipe (`recipes.sft`); classify, ner and pretrain run
-`run_task` below, top to bottom: tokenizer → data → model with head → method → run folder → loop → best
-weights → export → summary.
+"""`tunesmith train` for every task (sft, classify, ner, pretrain), top to bottom: tokenizer → data → data check
+→ model → method → run folder → loop → best weights → export → summary.
 
 A task supplies only its steps (`tasks.base.TaskSteps`: prepare, build_model, objective, evaluate); the loop,
-methods, checkpoints and run folder are the ones SFT uses. User mistakes surface before the run folder exists.
+methods, checkpoints and run folder are shared. User mistakes surface before the run folder exists.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from tunesmith.data.quality.gate import check_before_training
 from tunesmith.errors import TrainingInterrupted
 from tunesmith.methods import METHODS, format_report, parameter_report
 from tunesmith.models import load_tokenizer
-from tunesmith.recipes.sft import _report_drops, _restore_best, _summary, pad_id, run_sft
+from tunesmith.recipes.common import pad_id, perplexities, report_drops, restore_best, run_summary
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, write_task_file
@@ -40,10 +38,13 @@ def run_train(
     cfg: Config, config_path: str | None = None, resume: bool = False, hooks: list[StepHook] | None = None
 ) -> Path:
     """Train per `cfg.task`; returns the run folder (with summary.json on success)."""
-    steps = TASKS[cfg.task.name].steps
-    if steps is None:
-        return run_sft(cfg, config_path, resume, hooks)
-    return run_task(steps, cfg, config_path, resume, hooks)
+    return run_task(TASKS[cfg.task.name].steps, cfg, config_path, resume, hooks)
+
+
+def load_for_training(cfg: Config, steps: TaskSteps, data: TaskData, tokenizer: Any) -> nn.Module:
+    """The task's model (base plus any new head), seeded, with the configured method applied."""
+    torch.manual_seed(cfg.run.seed)  # the new head's and the adapters' initialisation
+    return apply_method(cfg, steps.build_model(cfg, data, tokenizer))
 
 
 def apply_method(cfg: Config, model: nn.Module) -> nn.Module:
@@ -76,7 +77,7 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
     try:
         with threads(cfg.train.threads):
             result = run_training(setup, resume_from=checkpoint)
-            _restore_best(setup.model, run_path)
+            restore_best(setup.model, run_path)
     except TrainingInterrupted as stop:
         runs.set_status(run_path, "interrupted", step=stop.step, checkpoint=stop.checkpoint)
         raise
@@ -90,9 +91,10 @@ def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, An
     """Tokenizer, encoded data and the data check: everything that can fail on user input before any weights."""
     tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     data = steps.prepare(cfg, tokenizer)
-    # Lengths are counted in words: a classification row's tokens are not those of a chat template.
-    check = check_before_training(cfg, None, splits=data.prepared.splits) if data.check_data else None
-    _report_drops(data.prepared)
+    check = None
+    if data.check_data:  # stops on error findings
+        check = check_before_training(cfg, data.check_tokenizer, splits=data.prepared.splits)
+    report_drops(data.prepared)
     return tokenizer, data, check
 
 
@@ -110,8 +112,7 @@ def run_task(
         checkpoint = runs.latest_checkpoint(run_path)
         console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     tokenizer, data, data_check = _prepare(steps, cfg)
-    torch.manual_seed(cfg.run.seed)  # the new head's initialisation
-    model = apply_method(cfg, steps.build_model(cfg, data, tokenizer))
+    model = load_for_training(cfg, steps, data, tokenizer)
     if not resume:
         run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
     runs.write_json(run_path / "data_report.json", data.prepared.report)
@@ -142,7 +143,7 @@ def run_task(
         objective=steps.objective(cfg),
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
-        evaluate=lambda m: steps.evaluate(m, val, pad, cfg, data.labels),
+        evaluate=None if steps.evaluate is None else lambda m: steps.evaluate(m, val, pad, cfg, data.labels),
     )
     result = _train(setup, cfg, run_path, checkpoint)
     if neftune is not None:
@@ -152,12 +153,8 @@ def run_task(
         write_task_file(export_dir, cfg.task.name, data.labels)
     title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
     plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
-    summary = _summary(cfg, model, result, data.prepared, export_dir, time.perf_counter() - started)
-    summary = {"task": cfg.task.name, **summary, **_best_metrics(run_path, result.state.best_step)}
-    if "val_perplexity" in summary:  # a language-modelling task: perplexity before and after
-        summary["base_val_perplexity"] = math.exp(min(result.state.base_val_loss or 0.0, 50))
-    else:  # exp(cross-entropy) of a classifier is no perplexity
-        summary.pop("tuned_val_perplexity", None)
+    summary = run_summary(cfg, model, result, data.prepared, export_dir, time.perf_counter() - started)
+    summary = perplexities({**summary, **_best_metrics(run_path, result.state.best_step)}, summary["base_val_loss"])
     if data.labels is not None:
         summary["labels"] = data.labels
     runs.write_json(run_path / runs.SUMMARY_FILE, summary)

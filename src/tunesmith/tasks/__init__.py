@@ -14,7 +14,7 @@ def register(task: Task) -> Task:
     return add_unique(TASKS, task.name, task, "task")
 
 
-register(Task("sft", "answer chat turns (causal LM, loss on the answers)", sft.predict))
+register(Task("sft", "answer chat turns (causal LM, loss on the answers)", sft.predict, sft.STEPS))
 register(Task("classify", "one label per text, new classification head", classify.predict, classify.STEPS))
 register(Task("ner", "one BIO tag per word, new token-classification head", ner.predict, ner.STEPS))
 register(Task("pretrain", "continued pre-training on raw text packed into blocks", pretrain.predict, pretrain.STEPS))

@@ -26,11 +26,14 @@ TASK_FILE = "task.json"  # written next to the exported weights: the task and it
 
 @dataclass
 class TaskData:
-    """Encoded train/val examples (`prepared`), the label set in id order, and whether to run the data check."""
+    """Encoded train/val examples (`prepared`), the label set in id order, and how to run the data check."""
 
     prepared: Prepared
     labels: list[str] | None = None
     check_data: bool = True  # run the pre-training data check on `prepared.splits` (not for raw-text pretrain)
+    # Count the check's lengths in this tokenizer's chat-template tokens (sft); None: in words, since a
+    # classification row's tokens are not those of a chat template.
+    check_tokenizer: PreTrainedTokenizerBase | None = None
 
 
 # (model, val examples, pad id, config, labels) -> (val loss that selects the best weights, metrics to log)
@@ -44,7 +47,7 @@ class TaskSteps:
     prepare: Callable[[Config, PreTrainedTokenizerBase], TaskData]  # load, split, encode, report drops
     build_model: Callable[[Config, TaskData, PreTrainedTokenizerBase], nn.Module]  # base + head, before the method
     objective: Callable[[Config], Objective]  # loss and normaliser of a batch
-    evaluate: Evaluate
+    evaluate: Evaluate | None  # None: the objective's validation loss and its perplexity
 
 
 # (run folder, data file) -> (one output record per row, metrics when the rows carry gold labels)
@@ -53,15 +56,12 @@ Predict = Callable[[Path, str], tuple[list[dict[str, Any]], dict[str, float]]]
 
 @dataclass(frozen=True)
 class Task:
-    """A named task: the steps `tunesmith train` runs, and how `tunesmith predict` applies the trained model.
-
-    `steps` is None for sft, which keeps its own recipe (`recipes.sft.run_sft`: chat templates, NEFTune).
-    """
+    """A named task: the steps `tunesmith train` runs, and how `tunesmith predict` applies the trained model."""
 
     name: str
     description: str
     predict: Predict
-    steps: TaskSteps | None = None
+    steps: TaskSteps
 
 
 def label_set(configured: list[str] | None, seen: Sequence[str], where: str) -> list[str]:

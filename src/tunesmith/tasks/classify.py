@@ -124,7 +124,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The base model with a new sequence-classification head for the task's labels."""
-    from tunesmith.recipes.sft import base_dtype, pad_id
+    from tunesmith.recipes.common import base_dtype, pad_id
 
     model = load_head_model(cfg, "sequence", data.labels or [], pad_id(tokenizer), base_dtype(cfg))
     set_pooling(model, cfg.task.pooling)
@@ -171,7 +171,7 @@ def _row_text(record: dict[str, Any], line: int, path: str) -> str:
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """A label and the probability of every label for each `{text}` row; metrics when rows have a `label`."""
-    from tunesmith.recipes.sft import pad_id
+    from tunesmith.recipes.common import pad_id
     from tunesmith.serve.loading import run_config
 
     cfg = run_config(run_dir)

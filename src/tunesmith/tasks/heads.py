@@ -22,6 +22,7 @@ from tunesmith.errors import UserError
 from tunesmith.methods.peft_task import CLASSIFIER_HEADS
 from tunesmith.models import load_tokenizer, model_source, resolve_model
 from tunesmith.tasks.base import TASK_FILE
+from tunesmith.tasks.pooling import set_pooling
 from tunesmith.train.precision import autocast
 
 Kind = Literal["sequence", "token"]
@@ -107,11 +108,15 @@ def load_trained(run_dir: Path, cfg: Config, kind: Kind) -> tuple[nn.Module, Pre
     if full.is_dir():
         labels = read_labels(full)
         model = _auto_class(kind).from_pretrained(full, dtype=torch.float32, use_safetensors=True)
+        if kind == "sequence":  # the head was trained on this sentence vector, not on the checkpoint's pooler
+            set_pooling(model, cfg.task.pooling)
         tokenizer = load_tokenizer(str(full))
     elif adapter.is_dir():
         labels = read_labels(adapter)
         tokenizer = AutoTokenizer.from_pretrained(adapter)  # our own export: tokenizer files, no weights
         base = load_head_model(cfg, kind, labels, tokenizer.pad_token_id)
+        if kind == "sequence":
+            set_pooling(base, cfg.task.pooling)
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
     else:
         raise UserError(f"{run_dir}: the run has no adapter/ or model/ folder yet (did training finish?)")

@@ -149,7 +149,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The base model with a new token-classification head for the tag set."""
-    from tunesmith.recipes.sft import base_dtype, pad_id
+    from tunesmith.recipes.common import base_dtype, pad_id
 
     return load_head_model(cfg, "token", data.labels or [], pad_id(tokenizer), base_dtype(cfg))
 
@@ -202,7 +202,7 @@ def _row(record: dict[str, Any], line: int, path: str) -> tuple[list[str], list[
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Tags per token with their probabilities and the entities they form; entity F1 when rows have ner_tags."""
-    from tunesmith.recipes.sft import pad_id
+    from tunesmith.recipes.common import pad_id
     from tunesmith.serve.loading import run_config
 
     cfg = run_config(run_dir)

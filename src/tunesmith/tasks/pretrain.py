@@ -127,7 +127,7 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The causal LM itself: pre-training keeps its own lm_head."""
-    from tunesmith.recipes.sft import base_dtype
+    from tunesmith.recipes.common import base_dtype
 
     return load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
 
@@ -147,7 +147,7 @@ def evaluate(
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Loss and perplexity of every document (each scored alone, in max_length pieces); corpus perplexity."""
-    from tunesmith.recipes.sft import pad_id
+    from tunesmith.recipes.common import pad_id
     from tunesmith.serve.loading import load_run
 
     loaded = load_run(run_dir)

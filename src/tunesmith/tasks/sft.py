@@ -1,5 +1,6 @@
-"""sft: supervised fine-tuning of a causal LM on chat turns, trained by the foundation recipe `run_sft`.
+"""sft: supervised fine-tuning of a causal LM on chat turns; the loss covers the assistant turns only.
 
+Rows of any chat-like format are rendered with the tokenizer's chat template (ChatML when it has none).
 Prediction generates each row's answer greedily (the row's prompt through the chat template), and scores exact
 match when the row carries a reference answer.
 """
@@ -10,12 +11,43 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.config import Config
 from tunesmith.data.formats import FORMATS, RowError
+from tunesmith.data.prepare import prepare_data
 from tunesmith.data.pseudo_label import read_unlabeled
 from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.models import load_causal_lm
 from tunesmith.serve.loading import load_run
+from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.train.precision import use_bf16
+from tunesmith.train.regularization import causal_lm_objective
+
+
+def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
+    """Load, split and encode chat rows; the tokenizer gets a ChatML template when it ships none."""
+    from tunesmith.recipes.common import with_chat_template
+
+    with_chat_template(tokenizer)
+    return TaskData(prepare_data(cfg.data, tokenizer, cfg.run.seed), check_tokenizer=tokenizer)
+
+
+def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    """The causal LM itself: its lm_head is the task's head."""
+    from tunesmith.recipes.common import base_dtype
+
+    return load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
+
+
+STEPS = TaskSteps(
+    prepare=prepare,
+    build_model=build_model,
+    objective=lambda cfg: causal_lm_objective(cfg.regularization.label_smoothing),
+    evaluate=None,
+)
 
 
 def _reference(fmt: str, record: dict[str, Any], line: int, system_prompt: str | None) -> str | None:
