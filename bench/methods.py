@@ -168,6 +168,15 @@ def worker(spec: dict) -> None:
     }), flush=True)  # fmt: skip
 
 
+def rescore(result: dict) -> dict:
+    """The same run scored on dev again (after a scoring fix); results without a finished run stay as they are."""
+    run = Path(result.get("run", ""))
+    if "error" in result or not (run / "summary.json").is_file():
+        return result
+    task = json.loads((run / "summary.json").read_text())["task"]
+    return {**result, "dev_accuracy": dev_accuracy(run, task, OUT / "data" / "dev.jsonl")}
+
+
 def run_one(setting: str, method: str, rows: int, extra: list[str]) -> dict:
     files = make_data(rows)
     spec = {"setting": setting, "method": method, "rows": rows, "dev": str(files["dev"])}
@@ -210,12 +219,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: per setting)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     parser.add_argument("--table", action="store_true", help="only rebuild the table from results.jsonl")
+    parser.add_argument("--rescore", action="store_true", help="score the finished runs on dev again (no training)")
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
     results_file = OUT / "results.jsonl"
     results = [json.loads(x) for x in results_file.read_text().splitlines()] if results_file.exists() else []
-    if not args.table:
+    if args.rescore:
+        results = [rescore(r) for r in results]
+        write_jsonl(results_file, results)
+    elif not args.table:
         for setting in args.settings:
             for method in args.methods:
                 result = run_one(setting, method, args.rows or SETTINGS[setting]["rows"], args.extra)
