@@ -9,7 +9,7 @@ import warnings
 import typer
 from rich.markup import escape
 
-from tunesmith.cli import chat_cmd, data_cmd, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+from tunesmith.cli import audit_cmd, chat_cmd, data_cmd, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
 
@@ -28,6 +28,7 @@ COMMANDS = {
     "resume": train_cmd.resume_run,
     "validate": train_cmd.validate,
     "eval": eval_cmd.eval_run,
+    "audit": audit_cmd.audit,
     "predict": predict_cmd.predict,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,
