@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 
 from tunesmith.config import load_config
 from tunesmith.evaluate.audit import run_audit
+from tunesmith.evaluate.report.html import build_report
 from tunesmith.recipes.sft import run_sft
+from tunesmith.train.run_dir import write_json
 
 pytestmark = pytest.mark.integration
 TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
@@ -107,3 +110,33 @@ def test_audit_cli_writes_audit_json(lora_run, tmp_path):
     assert saved["bias"]["crows_pairs"]["pairs"] == 2 and "CrowS-Pairs" in result.stdout
     bad = subprocess.run([*args[:3], "--set", "audit.max_pairs=0"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?!data:|#)|https?://|<link\b|<script\b|@import|url\(""", re.I)
+
+
+def test_report_is_self_contained_and_compare_writes_a_table(lora_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    write_json(lora_run / "audit.json", run_audit(lora_run, [*bias_files(tmp_path), "audit.max_pairs=2"]))
+    systems = [
+        {"name": "base 0-shot", "metrics": {"accuracy": 0.5, "perplexity": 30.0}},
+        {"name": "base 5-shot", "metrics": {"accuracy": 0.625}},
+        {"name": "tuned", "metrics": {"accuracy": 0.75, "perplexity": 12.0}},
+    ]
+    write_json(lora_run / "eval.json", {"rows": 8, "data": "val", "scoring": "label_likelihood", "systems": systems})
+    page = build_report(lora_run)
+    assert not EXTERNAL.search(page), EXTERNAL.search(page)
+    assert page.count('src="data:image/png;base64,') >= 3  # loss curves, metrics, CrowS-Pairs
+    for needle in ("base 5-shot", "Forgetting", "KL(base ‖ tuned)", "CrowS-Pairs", "WinoBias", "Data summary"):
+        assert needle in page, needle
+    bare = tmp_path / "bare"  # a run that has not trained: every section says what is missing
+    bare.mkdir()
+    (bare / "config.yaml").write_text((lora_run / "config.yaml").read_text())
+    assert "Not evaluated yet" in build_report(bare) and "Not audited yet" in build_report(bare)
+    out = tmp_path / "cmp.html"
+    result = subprocess.run(
+        [TUNESMITH, "compare", str(lora_run), str(bare), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CrowS stereotype pref (tuned)" in result.stdout and "eval accuracy (tuned)" in result.stdout
+    assert not EXTERNAL.search(out.read_text())

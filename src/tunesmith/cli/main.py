@@ -9,7 +9,17 @@ import warnings
 import typer
 from rich.markup import escape
 
-from tunesmith.cli import audit_cmd, chat_cmd, data_cmd, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+from tunesmith.cli import (
+    audit_cmd,
+    chat_cmd,
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    models_cmd,
+    predict_cmd,
+    report_cmd,
+    train_cmd,
+)
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
 
@@ -29,6 +39,8 @@ COMMANDS = {
     "validate": train_cmd.validate,
     "eval": eval_cmd.eval_run,
     "audit": audit_cmd.audit,
+    "report": report_cmd.report,
+    "compare": report_cmd.compare,
     "predict": predict_cmd.predict,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,

@@ -52,7 +52,9 @@ def winobias_pairs(path: str, max_pairs: int | None) -> list[dict[str, Any]]:
     for row in read_jsonl(path):
         key = (row["split"], row["type"], row["id"])
         by_key.setdefault(key, {"type": row["type"]})[row["stereotype"]] = row["text"]
-    pairs = [p for p in by_key.values() if "pro" in p and "anti" in p]
+    complete = [(key, p) for key, p in by_key.items() if "pro" in p and "anti" in p]
+    # Interleave the files (id first), so that a --max-pairs cut still covers both types and splits.
+    pairs = [p for _, p in sorted(complete, key=lambda kp: (kp[0][2], kp[0][0], kp[0][1]))]
     return pairs[:max_pairs] if max_pairs else pairs
 
 
