@@ -27,7 +27,7 @@ def audit(
     if only not in ("all", "forgetting", "bias"):
         raise UserError(f"--only must be all, forgetting or bias, not {only!r}")
     run_dir = resolve_run(run)
-    report = run_audit(run_dir, overrides, only)  # type: ignore[arg-type]
+    report = run_audit(run_dir, overrides, only, log=lambda msg: err.print(f"[dim]{msg}[/]"))  # type: ignore[arg-type]
     path = run_dir / AUDIT_FILE
     if only != "all" and path.is_file():  # keep the other part from an earlier audit
         report = {**json.loads(path.read_text()), **report}

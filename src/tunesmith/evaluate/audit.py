@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,12 @@ AUDIT_FILE = "audit.json"
 Part = Literal["all", "forgetting", "bias"]
 
 
-def run_audit(run_dir: Path, overrides: list[str] | None = None, only: Part = "all") -> dict[str, Any]:
+def run_audit(
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    only: Part = "all",
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Load the run once and run the audits asked for; `overrides` are `--set` assignments (audit.* keys)."""
     cfg = load_config(run_dir / CONFIG_FILE, overrides)
     if cfg.train.threads:
@@ -33,9 +39,9 @@ def run_audit(run_dir: Path, overrides: list[str] | None = None, only: Part = "a
     }
     started = time.perf_counter()
     if only in ("all", "forgetting"):
-        report["forgetting"] = run_forgetting(pair, cfg.audit)
+        report["forgetting"] = run_forgetting(pair, cfg.audit, log)
     if only in ("all", "bias"):
-        report["bias"] = run_bias(pair, cfg.audit)
+        report["bias"] = run_bias(pair, cfg.audit, log)
     report["seconds"] = time.perf_counter() - started
     return report
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ def amplification_flags(bias: dict[str, Any]) -> list[str]:
     return flags
 
 
-def run_bias(pair: ModelPair, audit: AuditConfig) -> dict[str, Any]:
+def run_bias(pair: ModelPair, audit: AuditConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """The bias section of audit.json; a default dataset path that does not exist is skipped and noted."""
     result: dict[str, Any] = {"skipped": []}
     for key, fn in (("crows_pairs", crows_pairs), ("winobias", winobias)):
@@ -184,7 +184,10 @@ def run_bias(pair: ModelPair, audit: AuditConfig) -> dict[str, Any]:
         if not Path(path).is_file() and path == AuditConfig.model_fields[key].default:
             result["skipped"].append(f"{key}: {path} not found (set audit.{key})")
             continue
+        log(f"bias: {key} ({path})")
         result[key] = fn(pair, audit, path)
+        log(f"bias: {key}: {result[key]['pairs']} pairs at {result[key]['pairs_per_s']:.1f} pairs/s")
+    log(f"bias: {len(audit.probes)} templated probes")
     result["probes"] = probes(pair, audit)
     result["amplification"] = amplification_flags(result)
     return result

@@ -44,12 +44,12 @@ def table(
     """
 
     def cls(i: int) -> str:
-        return ' class="t"' if i in text_cols else ""
+        return ' class="t"' if i in text_cols else ' class="n"' if i else ""
 
     head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f"<td{cls(i)}>{cell}</td>" for i, cell in enumerate(row)) + "</tr>" for row in rows)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def image(data_uri: str | None, alt: str) -> str:
@@ -74,7 +74,8 @@ h1{font-size:1.7rem;margin:.2em 0 .1em}h2{font-size:1.25rem;border-bottom:2px so
 table{border-collapse:collapse;margin:.6em 0 1em;font-size:.9rem;min-width:50%}
 th,td{border-bottom:1px solid #e3e6ea;padding:5px 10px;text-align:right;vertical-align:top}
 th:first-child,td:first-child,th.t,td.t{text-align:left}
-code.tok{background:#eef1f5;border-radius:3px;padding:0 4px;margin-right:4px;white-space:pre}
+code.tok{background:#eef1f5;border-radius:3px;padding:0 4px;white-space:nowrap;display:inline-block;margin:1px 2px}
+td.n{white-space:nowrap}.wrap{overflow-x:auto}
 th{background:#f0f2f5;font-weight:600}
 caption{text-align:left;color:#5f6368;font-size:.85rem;padding-bottom:4px}
 img{max-width:100%;height:auto;display:block;margin:.4em 0 1em}

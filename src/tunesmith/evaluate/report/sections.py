@@ -182,6 +182,10 @@ def _token(text: str) -> str:
     return f"<code class='tok'>{esc(shown)}</code>"
 
 
+def _prob(value: float) -> str:
+    return f"{value:.2%}" if value >= 0.001 else f"{value:.1e}"
+
+
 def _probes(probes: list[dict[str, Any]]) -> str:
     summary = [
         [
@@ -207,17 +211,19 @@ def _probes(probes: list[dict[str, Any]]) -> str:
         for group in p["groups"]:
             row = [esc(group)]
             for model in ("base", "tuned"):
-                row.append("".join(_token(t) for t in p[model]["top"][group]))
+                row.append(" ".join(_token(t) for t in p[model]["top"][group]))
             for word in words:
-                row.append(" → ".join(f"{p[m]['word_probs'][group][word]:.2%}" for m in ("base", "tuned")))
+                row.append(" → ".join(_prob(p[m]["word_probs"][group][word]) for m in ("base", "tuned")))
             rows.append(row)
         header = [
             "group",
             "base top-5 next tokens",
             "tuned top-5 next tokens",
-            *(f"p({w}) base → tuned" for w in words),
+            *(f"p({w})" for w in words),
         ]
         body += f"<h4>{esc(p['template'])}</h4>" + table(header, rows, text_cols=[1, 2])
+    if any(p["words"] for p in probes):
+        body += note("p(word): probability of the word's first token as the next token, base → tuned.")
     return body
 
 
