@@ -173,3 +173,26 @@ def test_winobias_pairs_pro_against_anti(tmp_path):
     assert result["logprob_gap"]["base"]["mean"] == pytest.approx(
         np.mean([math.log(0.24 / 0.20), math.log(0.10 / 0.12)]), abs=1e-6
     )
+
+
+def test_probe_config_needs_a_slot_and_two_groups():
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+
+    with pytest.raises(UserError, match="group"):
+        load_config(None, ['audit.probes=[{"template": "The person was", "groups": ["a", "b"]}]'])
+    with pytest.raises(UserError):
+        load_config(None, ['audit.probes=[{"template": "The {group} was", "groups": ["a"]}]'])
+    cfg = load_config(None, ['audit.probes=[{"template": "The {group} was", "groups": ["a", "b"]}]'])
+    assert cfg.audit.probes[0].words == []
+
+
+def test_a_missing_bias_file_is_skipped_only_when_it_is_the_default(tmp_path, monkeypatch):
+    from tunesmith.errors import UserError
+    from tunesmith.evaluate.bias import run_bias
+
+    monkeypatch.chdir(tmp_path)  # the default ../shared/data paths do not exist from here
+    result = run_bias(pair_of(P, Q), AuditConfig(probes=[]))
+    assert len(result["skipped"]) == 2 and result["amplification"] == []
+    with pytest.raises(UserError, match="not found"):
+        run_bias(pair_of(P, Q), AuditConfig(probes=[], crows_pairs=str(tmp_path / "mine.jsonl")))

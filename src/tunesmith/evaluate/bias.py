@@ -28,6 +28,7 @@ from tunesmith.errors import UserError
 from tunesmith.evaluate.bootstrap import bootstrap_mean, paired_difference
 from tunesmith.evaluate.model_pair import ModelPair
 from tunesmith.evaluate.sequence_scoring import next_token_logprobs, text_logprobs
+from tunesmith.train.precision import autocast
 
 
 def read_jsonl(path: str, max_rows: int | None = None) -> list[dict[str, Any]]:
@@ -59,14 +60,14 @@ def winobias_pairs(path: str, max_pairs: int | None) -> list[dict[str, Any]]:
 
 
 def score_pairs(
-    pair: ModelPair, first: Sequence[str], second: Sequence[str], batch_size: int
+    pair: ModelPair, first: Sequence[str], second: Sequence[str], audit: AuditConfig
 ) -> tuple[dict[str, torch.Tensor], float]:
     """log p(first) - log p(second) per pair under base and tuned, and the pairs scored per second (both models)."""
     gaps = {}
     start = time.perf_counter()
     for name, ctx in pair.both():
-        with ctx as model:
-            scores = text_logprobs(model, pair.tokenizer, [*first, *second], batch_size)
+        with ctx as model, autocast(audit.precision == "bf16"):
+            scores = text_logprobs(model, pair.tokenizer, [*first, *second], audit.batch_size)
         gaps[name] = scores[: len(first)] - scores[len(first) :]
     seconds = time.perf_counter() - start
     return gaps, 2 * len(first) / seconds
@@ -86,7 +87,7 @@ def compare(base: torch.Tensor, tuned: torch.Tensor, audit: AuditConfig) -> dict
 
 def crows_pairs(pair: ModelPair, audit: AuditConfig, path: str) -> dict[str, Any]:
     rows = crows_rows(path, audit.max_pairs)
-    gaps, speed = score_pairs(pair, [r["sent_more"] for r in rows], [r["sent_less"] for r in rows], audit.batch_size)
+    gaps, speed = score_pairs(pair, [r["sent_more"] for r in rows], [r["sent_less"] for r in rows], audit)
     prefers = {name: (gap > 0).double() for name, gap in gaps.items()}
     types = sorted({r["bias_type"] for r in rows})
     by_type = {}
@@ -105,7 +106,7 @@ def crows_pairs(pair: ModelPair, audit: AuditConfig, path: str) -> dict[str, Any
 
 def winobias(pair: ModelPair, audit: AuditConfig, path: str) -> dict[str, Any]:
     pairs = winobias_pairs(path, audit.max_pairs)
-    gaps, speed = score_pairs(pair, [p["pro"] for p in pairs], [p["anti"] for p in pairs], audit.batch_size)
+    gaps, speed = score_pairs(pair, [p["pro"] for p in pairs], [p["anti"] for p in pairs], audit)
     result: dict[str, Any] = {
         "file": path,
         "pairs": len(pairs),
