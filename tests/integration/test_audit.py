@@ -118,16 +118,29 @@ EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?!data:|#)|https?://|<link\b|<
 def test_report_is_self_contained_and_compare_writes_a_table(lora_run, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
     write_json(lora_run / "audit.json", run_audit(lora_run, [*bias_files(tmp_path), "audit.max_pairs=2"]))
-    systems = [
-        {"name": "base 0-shot", "metrics": {"accuracy": 0.5, "perplexity": 30.0}},
-        {"name": "base 5-shot", "metrics": {"accuracy": 0.625}},
-        {"name": "tuned", "metrics": {"accuracy": 0.75, "perplexity": 12.0}},
-    ]
+
+    def system(name: str, acc: float, generated: float) -> dict:
+        return {
+            "name": name,
+            "metrics": {"accuracy": acc, "perplexity": 30.0 * (1 - acc)},
+            "label_likelihood": {"metrics": {"accuracy": acc}, "rows": 8},
+            "generation": {"metrics": {"accuracy": generated}, "rows": 4},
+        }
+
+    systems = [system("base 0-shot", 0.5, 0.25), system("base 5-shot", 0.625, 0.5), system("tuned", 0.75, 0.75)]
     write_json(lora_run / "eval.json", {"rows": 8, "data": "val", "scoring": "label_likelihood", "systems": systems})
     page = build_report(lora_run)
     assert not EXTERNAL.search(page), EXTERNAL.search(page)
     assert page.count('src="data:image/png;base64,') >= 3  # loss curves, metrics, CrowS-Pairs
-    for needle in ("base 5-shot", "Forgetting", "KL(base ‖ tuned)", "CrowS-Pairs", "WinoBias", "Data summary"):
+    for needle in (
+        "base 5-shot",
+        "by generation (4 rows)",
+        "Forgetting",
+        "KL(base ‖ tuned)",
+        "CrowS-Pairs",
+        "WinoBias",
+        "Data summary",
+    ):
         assert needle in page, needle
     bare = tmp_path / "bare"  # a run that has not trained: every section says what is missing
     bare.mkdir()

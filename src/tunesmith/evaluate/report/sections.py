@@ -62,6 +62,20 @@ def _metric_cell(value: Any, best: bool) -> str:
     return f"<span class='good'>{text}</span>" if best else text
 
 
+def _system_rows(systems: list[tuple[str, dict[str, Any]]], metrics: list[str]) -> list[list[str]]:
+    """One row per system; the best value of each metric (when systems differ) in green."""
+    rows = []
+    for name, values in systems:
+        cells = [esc(name)]
+        for metric in metrics:
+            column = [m.get(metric) for _, m in systems if isinstance(m.get(metric), int | float)]
+            pick = min if metric in LOWER_IS_BETTER else max
+            best = len(column) > 1 and values.get(metric) == pick(column)
+            cells.append(_metric_cell(values.get(metric), best))
+        rows.append(cells)
+    return rows
+
+
 def evaluation(run: RunFiles) -> str:
     if not run.eval:
         return section(
@@ -74,15 +88,18 @@ def evaluation(run: RunFiles) -> str:
         )
     systems = eval_systems(run.eval)
     metrics = list(dict.fromkeys(k for _, m in systems for k, v in m.items() if isinstance(v, int | float)))
-    rows = []
-    for name, values in systems:
-        cells = [esc(name)]
-        for metric in metrics:
-            column = [m.get(metric) for _, m in systems if isinstance(m.get(metric), int | float)]
-            pick = min if metric in LOWER_IS_BETTER else max
-            best = bool(column) and values.get(metric) == pick(column) and len(column) > 1
-            cells.append(_metric_cell(values.get(metric), best))
-        rows.append(cells)
+    tables = table(["system", *metrics], _system_rows(systems, metrics))
+    raw = [s for s in run.eval.get("systems", []) if isinstance(s, dict)]
+    hows = [h for h in ("label_likelihood", "generation") if any(isinstance(s.get(h), dict) for s in raw)]
+    for how in hows if len(hows) > 1 else []:  # both scorings ran: show each, the headline uses one of them
+        title = "by " + how.replace("_", " ")
+        scored = [(s.get("name", "?"), s[how]) for s in raw if isinstance(s.get(how), dict)]
+        if scored:
+            rows_n = {num(part.get("rows")) for _, part in scored}
+            caption = f"{title} ({', '.join(sorted(rows_n))} rows)"
+            pairs = [(str(name), dict(part.get("metrics") or {})) for name, part in scored]
+            names = list(dict.fromkeys(k for _, m in pairs for k in m))
+            tables += table(["system", *names], _system_rows(pairs, names), caption=caption)
     scoring = run.eval.get("scoring")
     text = note(
         f"{num(run.eval.get('rows'))} rows from {esc(run.eval.get('data', '?'))}"
@@ -94,7 +111,7 @@ def evaluation(run: RunFiles) -> str:
     if bar_metrics:
         series = {name: [float(v.get(m, math.nan)) for m in bar_metrics] for name, v in systems}
         plot = plots.grouped_bars(bar_metrics, series, "score")
-    body = table(["system", *metrics], rows) + text + image(plot, "metrics per system")
+    body = tables + text + image(plot, "metrics per system")
     return section("evaluation", "Metrics before and after, and baselines", body)
 
 
