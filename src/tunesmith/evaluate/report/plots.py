@@ -66,7 +66,7 @@ def grouped_bars(
     """Vertical bars: one group per x label, one bar per series; optional (low, high) error bars and a h-line."""
     n = len(series)
     width = 0.8 / max(n, 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(n, 2) * 0.6), 3.6))
+    fig, ax = plt.subplots(figsize=(min(9.0, max(5.0, 0.7 * len(groups) * max(n, 2))), 3.8))  # readable at 900 px
     for k, (name, values) in enumerate(series.items()):
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
         color = (colors or PALETTE)[k % len(colors or PALETTE)]
@@ -76,14 +76,16 @@ def grouped_bars(
                 [max(v - lo, 0) for v, (lo, _) in zip(values, errors[name], strict=True)],
                 [max(hi - v, 0) for v, (_, hi) in zip(values, errors[name], strict=True)],
             ]
-        ax.bar(xs, values, width, label=name, color=color, yerr=yerr, capsize=3, ecolor="#333333")
+        bars = ax.bar(xs, values, width, label=name, color=color, yerr=yerr, capsize=3, ecolor="#333333")
+        if len(groups) * n <= 12 and yerr is None:  # few bars: print their values
+            ax.bar_label(bars, fmt="%.3g", fontsize=8, padding=2)
     if reference is not None:
         ax.axhline(reference, color="#333333", lw=1, ls="--")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20 if max(map(len, groups), default=0) > 10 else 0, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(frameon=False, ncols=min(n, 4))
+    ax.legend(frameon=False, ncols=min(n, 4), loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above, not on bars
     return to_png(fig)
 
 
