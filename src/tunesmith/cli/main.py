@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from tunesmith.cli import (
+    audit_cmd,
     chat_cmd,
     data_cmd,
     data_semi_cmd,
@@ -17,6 +18,7 @@ from tunesmith.cli import (
     eval_cmd,
     models_cmd,
     predict_cmd,
+    report_cmd,
     train_cmd,
 )
 from tunesmith.cli.output import err
@@ -39,6 +41,9 @@ COMMANDS = {
     "resume": train_cmd.resume_run,
     "validate": train_cmd.validate,
     "eval": eval_cmd.eval_run,
+    "audit": audit_cmd.audit,
+    "report": report_cmd.report,
+    "compare": report_cmd.compare,
     "predict": predict_cmd.predict,
     "selftrain": data_semi_cmd.self_train,
     "chat": chat_cmd.chat,

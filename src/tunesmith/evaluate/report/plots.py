@@ -1,0 +1,108 @@
+"""matplotlib figures rendered to base64 PNG, so a report is one file with no external resources."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+BASE, TUNED = "#8c8c8c", "#1f77b4"
+PALETTE = ["#8c8c8c", "#bdbdbd", "#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def to_png(fig: Figure) -> str:
+    """The figure as a base64 PNG data URI; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def loss_curves(rows: Sequence[dict[str, Any]]) -> str | None:
+    """Train loss per step and validation loss at each evaluation, from metrics.jsonl rows."""
+    train = [(r["step"], r["train_loss"]) for r in rows if _finite(r.get("train_loss"))]
+    val = [(r["step"], r["val_loss"]) for r in rows if _finite(r.get("val_loss"))]
+    if not train and not val:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    if train:
+        ax.plot(*zip(*train, strict=True), color=TUNED, alpha=0.45, lw=1, label="train loss (per step)")
+        if len(train) >= 10:
+            window = max(len(train) // 10, 3)
+            smooth = [sum(v for _, v in train[i - window + 1 : i + 1]) / window for i in range(window - 1, len(train))]
+            ax.plot(
+                [s for s, _ in train[window - 1 :]], smooth, color=TUNED, lw=2, label=f"train loss ({window}-step mean)"
+            )
+    if val:
+        ax.plot(*zip(*val, strict=True), color="#d62728", marker="o", lw=2, label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (per trained token)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return to_png(fig)
+
+
+def grouped_bars(
+    groups: Sequence[str],
+    series: dict[str, Sequence[float]],
+    ylabel: str,
+    errors: dict[str, Sequence[tuple[float, float]]] | None = None,
+    reference: float | None = None,
+    colors: Sequence[str] | None = None,
+) -> str:
+    """Vertical bars: one group per x label, one bar per series; optional (low, high) error bars and a h-line."""
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    fig, ax = plt.subplots(figsize=(min(9.0, max(5.0, 0.7 * len(groups) * max(n, 2))), 3.8))  # readable at 900 px
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
+        color = (colors or PALETTE)[k % len(colors or PALETTE)]
+        yerr = None
+        if errors and name in errors:
+            yerr = [
+                [max(v - lo, 0) for v, (lo, _) in zip(values, errors[name], strict=True)],
+                [max(hi - v, 0) for v, (_, hi) in zip(values, errors[name], strict=True)],
+            ]
+        bars = ax.bar(xs, values, width, label=name, color=color, yerr=yerr, capsize=3, ecolor="#333333")
+        if len(groups) * n <= 12 and yerr is None:  # few bars: print their values
+            ax.bar_label(bars, fmt="%.3g", fontsize=8, padding=2)
+    if reference is not None:
+        ax.axhline(reference, color="#333333", lw=1, ls="--")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=20 if max(map(len, groups), default=0) > 10 else 0, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(frameon=False, ncols=min(n, 4), loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above, not on bars
+    return to_png(fig)
+
+
+def small_multiples(runs: Sequence[str], panels: dict[str, Sequence[float]]) -> str | None:
+    """One small bar chart per measure, one bar per run (measures have different scales)."""
+    panels = {k: v for k, v in panels.items() if any(_finite(x) for x in v)}
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, (title, values) in zip(axes.flat, panels.items(), strict=False):
+        ax.bar(range(len(runs)), [v if _finite(v) else 0 for v in values], color=PALETTE[2:][: len(runs)] or TUNED)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(runs)))
+        ax.set_xticklabels(runs, rotation=25, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    return to_png(fig)
