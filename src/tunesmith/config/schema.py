@@ -229,11 +229,29 @@ class TrainConfig(Section):
     )
 
 
+def _known_metrics(names: list[str] | None) -> list[str] | None:
+    from tunesmith.evaluate.metrics import unknown_metric  # the registry imports no model code
+
+    for name in names or []:
+        if problem := unknown_metric(name):
+            raise ValueError(problem)
+    return names
+
+
+MetricNames = Annotated[list[str] | None, AfterValidator(_known_metrics)]
+
+
 class EvalConfig(Section):
     batch_size: int = Field(16, ge=1)
     exact_match: OnOffAuto = Field("auto", description="Generate and score exact match; auto: when targets are short.")
     max_new_tokens: int = Field(64, ge=1)
     max_examples: int = Field(200, ge=1, description="Rows used for generation-based metrics.")
+    metrics: MetricNames = Field(
+        None,
+        description="Task metrics to report (names in evaluate.metrics.METRICS: accuracy, macro_f1, exact_match, "
+        "rouge_l, bleu, chrf, perplexity, entity_f1). null: the data's default (text_label: accuracy and macro_f1; "
+        "short answers: exact_match; long answers: rouge_l, bleu and chrf; perplexity always).",
+    )
 
 
 class SelfTrainingConfig(Section):
