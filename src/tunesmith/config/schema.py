@@ -252,6 +252,11 @@ class EvalConfig(Section):
         "rouge_l, bleu, chrf, perplexity, entity_f1). null: the data's default (text_label: accuracy and macro_f1; "
         "short answers: exact_match; long answers: rouge_l, bleu and chrf; perplexity always).",
     )
+    shots: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 5],
+        description="Base-model baselines `tunesmith eval` puts beside the tuned model: k-shot prompts with k "
+        "seeded training rows as earlier chat turns (0: zero-shot). Shots never come from the evaluated rows.",
+    )
 
 
 class SelfTrainingConfig(Section):
