@@ -21,6 +21,9 @@ def test_generated_answers_map_onto_labels():
     assert as_label("very positive indeed", labels) == "very positive"  # the longest label it starts with
     assert as_label("positive, I think", labels) == "positive"
     assert as_label("neutral", labels) == "neutral"  # off the label set: counted wrong
+    assert as_label("The review is negative.", labels) == "negative"  # the only label it names
+    assert as_label("The review is very positive", labels) == "very positive"  # not also "positive"
+    assert as_label("not positive but negative", labels) == "not positive but negative"  # two labels: wrong
 
 
 def test_classification_is_detected_from_format_or_short_repeated_answers():

@@ -87,16 +87,20 @@ def plan_eval(
 
 
 def as_label(answer: str, labels: Sequence[str]) -> str:
-    """The label a generated answer names: equal after normalisation, else the label it starts with; else the
-    answer itself (counted wrong)."""
+    """The label a generated answer names: equal after normalisation, else the longest label it starts with,
+    else the only label it contains as whole words ("The review is negative"); else the answer itself (wrong)."""
     norm = normalize_answer(answer)
     for label in labels:
         if normalize_answer(label) == norm:
             return label
-    for label in sorted(labels, key=len, reverse=True):
+    longest_first = sorted(labels, key=len, reverse=True)
+    for label in longest_first:
         if norm.startswith(normalize_answer(label) + " "):
             return label
-    return answer
+    padded = f" {norm} "
+    named = [label for label in longest_first if f" {normalize_answer(label)} " in padded]
+    named = [label for label in named if not any(label != other and label in other for other in named)]
+    return named[0] if len(named) == 1 else answer
 
 
 def _metric_values(plan: EvalPlan, gold: list[str], predicted: list[str], kinds: set[str]) -> dict[str, float]:
