@@ -72,3 +72,19 @@ def test_cli_writes_eval_json(label_run: Path):
     assert "headline = label likelihood" in result.output
     saved = json.loads((label_run / "eval.json").read_text())
     assert saved["scoring"] == "label_likelihood" and len(saved["systems"]) == 3
+
+
+def test_old_run_without_its_training_file_still_evaluates(label_run: Path, tmp_path: Path):
+    """`--data` on a run whose training file is gone: zero-shot baseline and tuned only (no shot pool)."""
+    from tunesmith.serve.loading import run_config
+
+    train_file = Path(run_config(label_run).data.train or "")
+    rows = train_file.read_text()
+    (tmp_path / "eval.jsonl").write_text("".join(rows.splitlines(keepends=True)[:6]))
+    moved = train_file.rename(tmp_path / "gone.jsonl")
+    try:
+        report = evaluate_run(label_run, str(tmp_path / "eval.jsonl"))
+    finally:
+        moved.rename(train_file)
+    assert [s["name"] for s in report["systems"]] == ["base 0-shot", "tuned"] and report["shot_pool"] is None
+    assert report["rows"] == 6 and report["scoring"] == "label_likelihood"

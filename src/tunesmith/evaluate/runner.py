@@ -37,10 +37,28 @@ DEFAULT_CONTEXT = 2048  # when the model config names no context window
 
 def eval_examples(cfg: Config, data_path: str | None, splits: Splits | None = None) -> tuple[list[Example], str]:
     """The rows to evaluate on: a given file, or the run's own validation split."""
+    rows, source, _ = _eval_rows(cfg, data_path, splits)
+    return rows, source
+
+
+def _eval_rows(cfg: Config, data_path: str | None, splits: Splits | None) -> tuple[list[Example], str, str]:
+    """(rows, where they came from, their data format)."""
     if data_path:
         loaded = load_examples(data_path, cfg.data.format, cfg.data.skip_invalid, cfg.data.system_prompt)
-        return loaded.examples, data_path
-    return (splits or split_examples(cfg.data, cfg.run.seed)).val, "validation split of the run"
+        return loaded.examples, data_path, loaded.format
+    splits = splits or split_examples(cfg.data, cfg.run.seed)
+    return splits.val, "validation split of the run", splits.format
+
+
+def training_splits(cfg: Config, data_path: str | None) -> Splits | None:
+    """The run's train/val splits (shots come from train); None when the training file is gone but `--data`
+    gives the rows: then only zero-shot baselines run."""
+    try:
+        return split_examples(cfg.data, cfg.run.seed)
+    except UserError:
+        if data_path is None:
+            raise
+        return None
 
 
 def score_model(
@@ -91,7 +109,7 @@ def score_systems(
     tokenizer, pad = loaded.tokenizer, pad_id(loaded.tokenizer)
     zero = [list(e.prompt_messages) for e in rows]
     systems = []
-    shots = sorted({0, *cfg.eval.shots})
+    shots = sorted({0, *cfg.eval.shots}) if pool is not None else [0]
     with base_model(loaded, cfg) as model:
         budget = context_budget(model, tokenizer, plan)
         for k in shots:
@@ -114,12 +132,13 @@ def evaluate_run(run_dir: Path, data_path: str | None = None) -> dict[str, Any]:
     loaded = load_run(run_dir)
     cfg = loaded.config
     assert cfg is not None
-    splits = split_examples(cfg.data, cfg.run.seed)
-    rows, source = eval_examples(cfg, data_path, splits)
+    splits = training_splits(cfg, data_path)
+    rows, source, fmt = _eval_rows(cfg, data_path, splits)
     if not rows:
         raise UserError(f"{source}: no rows to evaluate")
-    plan = plan_eval(cfg, loaded.tokenizer, splits.format, splits.train, rows)
-    pool = shot_pool(splits.train, rows) if any(cfg.eval.shots) else None
+    train = splits.train if splits is not None else []
+    plan = plan_eval(cfg, loaded.tokenizer, fmt, train, rows)
+    pool = shot_pool(train, rows) if any(cfg.eval.shots) and splits is not None else None
     systems = score_systems(loaded, cfg, rows, plan, pool)
     by_name = {s["name"]: s for s in systems}
     return {

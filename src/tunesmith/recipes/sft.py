@@ -23,6 +23,7 @@ from tunesmith.data.prepare import Prepared, prepare_data
 from tunesmith.data.quality.gate import check_before_training
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import TrainingInterrupted, UserError
+from tunesmith.evaluate.during_training import sft_evaluator
 from tunesmith.methods import METHODS, count_parameters, format_report, parameter_report
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train import run_dir as runs
@@ -120,6 +121,8 @@ def _summary(
         "tuned_val_loss": state.best_val_loss,
         "tuned_val_perplexity": math.exp(min(state.best_val_loss, 50)),
         "best_step": state.best_step,
+        "best_metric": cfg.train.best_metric,
+        "best_score": state.best_score,
         "steps": state.step,
         "planned_steps": result.total_steps,
         "stopped_early": result.stopped_early,
@@ -181,6 +184,15 @@ def run_sft(
         objective=causal_lm_objective(cfg.regularization.label_smoothing),
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
+        evaluate=sft_evaluator(
+            cfg,
+            tokenizer,
+            prepared.splits.format,
+            prepared.splits.train,
+            prepared.splits.val,
+            prepared.val,
+            pad_id(tokenizer),
+        ),
     )
     try:
         with threads(cfg.train.threads):

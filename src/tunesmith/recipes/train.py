@@ -67,8 +67,7 @@ def apply_method(cfg: Config, model: nn.Module) -> nn.Module:
 def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
     """The task metrics logged at the evaluation that gave the best (exported) weights."""
     rows = [r for r in read_metrics(run_path / "metrics.jsonl") if r.get("step") == best_step and "val_loss" in r]
-    skip = {"step", "val_loss"}
-    return {k: v for k, v in rows[-1].items() if k not in skip} if rows else {}
+    return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
 
 
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
