@@ -109,3 +109,25 @@ def test_scripted_metric_picks_weights_warns_and_stops_early(tiny_model_dir, qa_
     fell = [b["train_loss_mean"] < a["train_loss_mean"] for a, b in zip(evals[1:], evals[2:], strict=False)]
     if all(fell[-3:]):
         assert evals[-1]["overfit_streak"] == 3 and evals[-1]["overfit_warning"] is True
+
+
+def test_classify_task_picks_weights_by_its_own_accuracy(tiny_bert_dir, tmp_path):
+    """A task's own metric (classify logs accuracy) can be the best metric without train.eval_metrics."""
+    from tunesmith.recipes.train import run_train
+
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    data = tmp_path / "sentiment.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"the movie was {words[i % 6]} {i}", "label": "pos" if i % 6 < 3 else "neg"}) + "\n"
+            for i in range(40)
+        )
+    )
+    cfg = config(tiny_bert_dir, data, tmp_path, "classify", "task.name=classify", "train.max_steps=4")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"best_metric": "accuracy"})})
+    run = run_train(cfg)
+    evals = [r for r in rows(run) if "val_loss" in r]
+    assert all(r["best_metric"] == "accuracy" and "val_accuracy" in r for r in evals)
+    best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_step"] == best["step"] and summary["best_score"] == pytest.approx(best["val_accuracy"])
