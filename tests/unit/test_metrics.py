@@ -134,3 +134,14 @@ def test_config_chooses_metrics_with_a_suggestion():
     assert load_config(None, ["eval.metrics=[accuracy, chrf]"]).eval.metrics == ["accuracy", "chrf"]
     with pytest.raises(UserError, match='unknown metric .acuracy.. Did you mean "accuracy"'):
         load_config(None, ["eval.metrics=[acuracy]"])
+
+
+def test_macro_f1_over_a_given_label_set():
+    gold = ["pos", "pos", "neg", "neg"]
+    pred = ["pos", "maybe", "neg", "what"]  # two answers off the label set
+    # over {pos, neg} only: pos TP 1, predicted 1, actual 2 -> 2/3; neg the same -> 2/3
+    assert macro_f1(gold, pred, labels=["pos", "neg"]) == pytest.approx(2 / 3)
+    # the default union also averages in "maybe" and "what" at F1 0
+    assert macro_f1(gold, pred) == pytest.approx((2 / 3 + 2 / 3) / 4)
+    assert METRICS["macro_f1"](gold, pred, labels=["pos", "neg"]) == pytest.approx(2 / 3)
+    assert METRICS["accuracy"](gold, pred, labels=["pos", "neg"]) == pytest.approx(0.5)  # ignores labels

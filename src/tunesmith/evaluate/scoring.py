@@ -104,7 +104,8 @@ def as_label(answer: str, labels: Sequence[str]) -> str:
 
 
 def _metric_values(plan: EvalPlan, gold: list[str], predicted: list[str], kinds: set[str]) -> dict[str, float]:
-    return {m: METRICS[m](gold, predicted) for m in plan.metrics if METRICS[m].kind in kinds}
+    """The plan's metrics of these kinds; label metrics average over the candidate labels when there are some."""
+    return {m: METRICS[m](gold, predicted, labels=plan.labels) for m in plan.metrics if METRICS[m].kind in kinds}
 
 
 def _timed(rows: int, started: float) -> dict[str, float]:

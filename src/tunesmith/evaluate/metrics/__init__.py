@@ -38,8 +38,11 @@ class Metric:
     kind: Kind
     higher_is_better: bool = True
     percent: bool = True  # a share in [0, 1], shown as a percentage; False: shown as the number itself
+    takes_labels: bool = False  # compute accepts `labels=`: the label set to average over
 
-    def __call__(self, gold: Sequence[Any], predicted: Sequence[Any]) -> float:
+    def __call__(self, gold: Sequence[Any], predicted: Sequence[Any], labels: Sequence[Any] | None = None) -> float:
+        if labels is not None and self.takes_labels:
+            return self.compute(gold, predicted, labels=labels)  # type: ignore[call-arg]
         return self.compute(gold, predicted)
 
 
@@ -52,7 +55,7 @@ def register(name: str, metric: Metric) -> Metric:
 
 
 register("accuracy", Metric(accuracy, "label"))
-register("macro_f1", Metric(macro_f1, "label"))
+register("macro_f1", Metric(macro_f1, "label", takes_labels=True))
 register("entity_f1", Metric(entity_f1, "tags"))
 register("exact_match", Metric(exact_match, "text"))
 register("rouge_l", Metric(rouge_l, "text"))
