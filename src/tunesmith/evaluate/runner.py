@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -33,6 +34,7 @@ from tunesmith.serve.loading import LoadedModel, load_run
 from tunesmith.train.precision import use_bf16
 
 DEFAULT_CONTEXT = 2048  # when the model config names no context window
+console = Console(stderr=True)
 
 
 def eval_examples(cfg: Config, data_path: str | None, splits: Splits | None = None) -> tuple[list[Example], str]:
@@ -114,6 +116,7 @@ def score_systems(
         budget = context_budget(model, tokenizer, plan)
         for k in shots:
             info: dict[str, Any] = {"name": f"base {k}-shot", "model": "base", "shots": k}
+            console.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
             prompts = zero
             if k:
                 assert pool is not None
@@ -122,6 +125,7 @@ def score_systems(
                 info["mean_shots_used"] = sum(built.shots_used) / max(len(rows), 1)
                 info["shot_lines"] = built.shot_lines[:5]  # a sample, to see what was shown
             systems.append(info | score_system(model, tokenizer, rows, prompts, plan, cfg, pad if not k else None))
+    console.print(f"scoring tuned on {len(rows)} rows", style="dim", highlight=False)
     tuned = score_system(loaded.model, tokenizer, rows, zero, plan, cfg, pad)
     systems.append({"name": "tuned", "model": "tuned", "shots": 0} | tuned)
     return systems
