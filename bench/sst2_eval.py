@@ -3,6 +3,7 @@
     .venv/bin/python bench/sst2_eval.py --set train.threads=1             # ~1000 train rows, the 872-row dev set
     .venv/bin/python bench/sst2_eval.py --train-rows 200 --dev-rows 64    # plumbing check, not a result
     .venv/bin/python bench/sst2_eval.py --report runs/sst2-eval/sst2-lora  # re-evaluate a finished run
+    .venv/bin/python bench/sst2_eval.py --report runs/sst2-eval/sst2-lora --throughput 128  # speed only
 
 Data (read from /work/shared/data/sst2, never copied into the repo; derived files go to runs/sst2-eval/data/):
 - train: a seeded random sample of train.jsonl (default 1,000 rows), of which 10% is the validation file that
@@ -13,7 +14,9 @@ Labels are the words "negative"/"positive" (for 0/1), in text_label form; the sy
 Trains `configs/sst2-lora.yaml`, then runs `tunesmith eval`'s evaluation (`evaluate.runner.evaluate_run`) on
 dev with `eval.shots: [0, 5]`: the base model zero-shot and 5-shot (shots drawn from the train sample, seeded)
 beside the tuned model, scored by label likelihood (headline) and by generation, with rows/s of each. Prints a
-table and writes eval.json in the run folder and results.json next to it.
+table and writes eval.json in the run folder and <run>-results.json next to it. `--throughput N` instead times
+both scorings on the first N dev rows (rows per wall second and per CPU-second; on a shared machine the second
+is the steadier figure) and writes <run>-throughput.json, leaving eval.json alone.
 """
 
 from __future__ import annotations
@@ -85,6 +88,28 @@ def evaluate(run_dir: Path, dev: Path, threads: int | None) -> dict:
     return report
 
 
+def throughput(run_dir: Path, dev: Path, rows: int, threads: int | None) -> dict:
+    """Both scorings of every system on the first `rows` dev rows: rows/s and rows per CPU-second."""
+    import torch
+
+    from tunesmith.evaluate.runner import evaluate_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    subset = dev.with_name(f"dev-first-{rows}.jsonl")
+    subset.write_text("".join(dev.read_text().splitlines(keepends=True)[:rows]))
+    report = evaluate_run(run_dir, str(subset))
+    keys = ("rows", "seconds", "rows_per_s", "cpu_seconds", "rows_per_cpu_s")
+    return {
+        "rows": rows,
+        "torch_threads": torch.get_num_threads(),
+        "systems": {
+            s["name"]: {how: {k: s[how][k] for k in keys} for how in ("label_likelihood", "generation")}
+            for s in report["systems"]
+        },
+    }
+
+
 def summarize(report: dict, run_dir: Path) -> dict:
     """Dev accuracy of each system by both scorings, and the throughput."""
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
@@ -118,6 +143,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-threads", type=int, default=1)
     parser.add_argument("--report", type=Path, help="evaluate this finished run instead of training")
+    parser.add_argument("--throughput", type=int, metavar="N", help="only time the scorings on N dev rows")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=c")
     args = parser.parse_args()
 
@@ -127,6 +153,11 @@ def main() -> None:
         run_dir = train(args, data_dir)
     else:
         run_dir = args.report
+    if args.throughput:
+        speed = throughput(run_dir, data_dir / "dev.jsonl", args.throughput, args.eval_threads)
+        (run_dir.parent / f"{run_dir.name}-throughput.json").write_text(json.dumps(speed, indent=2) + "\n")
+        print(json.dumps(speed, indent=2))
+        return
     report = evaluate(run_dir, data_dir / "dev.jsonl", args.eval_threads)
     result = summarize(report, run_dir)
     (run_dir.parent / f"{run_dir.name}-results.json").write_text(json.dumps(result, indent=2) + "\n")
