@@ -25,10 +25,10 @@ def eval_run(
     report = evaluate_run(run_dir, data)
     write_json(run_dir / "eval.json", report)
     if as_json:
-        out.print(json.dumps(report, indent=2))
+        out.print(json.dumps(report, indent=2), markup=False)  # answers may contain [brackets]
     else:
         out.print(report_table(report))
         out.print(scoring_note(report), highlight=False)
         out.print(throughput_note(report), highlight=False)
         for sample in report["tuned"].get("predictions", [])[:3]:
-            out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}")
+            out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}", markup=False)
