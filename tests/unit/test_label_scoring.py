@@ -98,3 +98,26 @@ def test_accuracy_by_likelihood(tiny):
         accuracy_by_likelihood(model, tok, examples, ["0", "Paris"])
     with pytest.raises(UserError, match="two distinct labels"):
         label_logprobs(model, tok, PROMPTS, ["0", "0"])
+
+
+def test_few_shot_turns_are_context_not_scored(tiny):
+    """With earlier question/answer turns (k-shot), only the last answer is the candidate: its score equals
+    log p(label | the whole conversation), computed by hand from one full forward."""
+    model, tok = tiny
+    shots = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "The lazy dog"},
+    ]
+    scores = label_logprobs(model, tok, [shots], LABELS, batch_size=1)[0]
+    for k, label in enumerate(LABELS):
+        example = Example(line=1, messages=(*shots, {"role": "assistant", "content": label}))
+        (enc,), _ = encode_examples(tok, [example], 10_000)
+        last = max(j for j, t in enumerate(enc.labels) if t != IGNORE_INDEX)
+        first = last
+        while enc.labels[first - 1] != IGNORE_INDEX:
+            first -= 1
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([enc.input_ids])).logits[0].float(), -1)
+        manual = sum(float(logp[j - 1, enc.input_ids[j]]) for j in range(first, last + 1))
+        assert float(scores[k]) == pytest.approx(manual, abs=1e-4)

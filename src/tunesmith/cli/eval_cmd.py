@@ -18,15 +18,17 @@ def eval_run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Base vs tuned: validation loss, perplexity and (short targets) exact match. Saves eval.json in the run."""
-    from tunesmith.evaluate.runner import evaluate_run, report_table
+    """Tuned vs base zero-shot and k-shot (eval.shots): task metrics, loss, perplexity. Saves eval.json in the run."""
+    from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
 
     run_dir = resolve_run(run)
     report = evaluate_run(run_dir, data)
     write_json(run_dir / "eval.json", report)
     if as_json:
-        out.print(json.dumps(report, indent=2))
+        out.print(json.dumps(report, indent=2), markup=False)  # answers may contain [brackets]
     else:
         out.print(report_table(report))
+        out.print(scoring_note(report), highlight=False)
+        out.print(throughput_note(report), highlight=False)
         for sample in report["tuned"].get("predictions", [])[:3]:
-            out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}")
+            out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}", markup=False)

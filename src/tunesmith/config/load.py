@@ -103,7 +103,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         return f"unknown key '{dotted}'.{hint}" + (f" Valid keys here: {valid}." if not hint and valid else "")
     if error["type"] == "union_tag_invalid":
         return f"'{dotted}.name' must be one of: {', '.join(METHOD_MODELS)}"
-    return f"'{dotted}': {error['msg']}" if dotted else error["msg"]
+    message = error["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
+    return f"'{dotted}': {message}" if dotted else message
 
 
 def validate(data: dict[str, Any], source: str) -> Config:

@@ -204,6 +204,28 @@ class RegularizationConfig(Section):
     )
 
 
+def _unknown_metric(name: str) -> str | None:
+    from tunesmith.evaluate.metrics import unknown_metric  # the registry imports no model code
+
+    return unknown_metric(name)
+
+
+def _known_metrics(names: list[str] | None) -> list[str] | None:
+    for name in names or []:
+        if problem := _unknown_metric(name):
+            raise ValueError(problem)
+    return names
+
+
+def _loss_or_metric(name: str) -> str:
+    if name != "loss" and (problem := _unknown_metric(name)):
+        raise ValueError(problem if "Did you mean" in problem else f"{problem[:-1]}, or 'loss'.")
+    return name
+
+
+MetricNames = Annotated[list[str] | None, AfterValidator(_known_metrics)]
+
+
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
@@ -219,7 +241,28 @@ class TrainConfig(Section):
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept (the best one is kept too).")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after N evaluations without a better validation loss."
+        None, ge=1, description="Stop after N evaluations without a better train.best_metric."
+    )
+    eval_metrics: MetricNames = Field(
+        None,
+        description="sft: task metrics computed by greedy generation on train.eval_rows validation rows at every "
+        "evaluation (e.g. [accuracy] or [rouge_l]); null: loss and perplexity only.",
+    )
+    eval_rows: int = Field(64, ge=1, description="Validation rows used by train.eval_metrics (generation cost).")
+    best_metric: Annotated[str, AfterValidator(_loss_or_metric)] = Field(
+        "loss",
+        description="What picks the best (exported) weights and drives early stopping: 'loss' (validation loss), "
+        "or a metric computed during training (one of train.eval_metrics, perplexity, or a task's own metric such "
+        "as classify's accuracy).",
+    )
+    best_mode: Literal["auto", "max", "min"] = Field(
+        "auto", description="Whether a higher or lower best_metric is better; auto: the metric's own direction."
+    )
+    overfit_patience: int | None = Field(
+        3,
+        ge=1,
+        description="Warn (and log overfit_warning) when the best_metric gets worse while the train loss falls for "
+        "this many evaluations in a row; null: no monitor.",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
     activation_checkpointing: OnOffAuto = Field(
@@ -234,6 +277,17 @@ class EvalConfig(Section):
     exact_match: OnOffAuto = Field("auto", description="Generate and score exact match; auto: when targets are short.")
     max_new_tokens: int = Field(64, ge=1)
     max_examples: int = Field(200, ge=1, description="Rows used for generation-based metrics.")
+    metrics: MetricNames = Field(
+        None,
+        description="Task metrics to report (names in evaluate.metrics.METRICS: accuracy, macro_f1, exact_match, "
+        "rouge_l, bleu, chrf, perplexity, entity_f1). null: the data's default (text_label: accuracy and macro_f1; "
+        "short answers: exact_match; long answers: rouge_l, bleu and chrf; perplexity always).",
+    )
+    shots: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 5],
+        description="Base-model baselines `tunesmith eval` puts beside the tuned model: k-shot prompts with k "
+        "seeded training rows as earlier chat turns (0: zero-shot). Shots never come from the evaluated rows.",
+    )
 
 
 class SelfTrainingConfig(Section):

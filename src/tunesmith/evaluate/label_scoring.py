@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.example import Example
-from tunesmith.data.tokenize import encode_examples
+from tunesmith.data.tokenize import Encoded, encode_examples
 from tunesmith.errors import UserError
 from tunesmith.train.numerics import IGNORE_INDEX
 from tunesmith.train.precision import autocast
@@ -41,6 +41,17 @@ class Candidates:
     targets: list[list[int]]
 
 
+def _last_answer_only(encoded: Encoded) -> Encoded:
+    """The example with targets on its last assistant turn only (the candidate label)."""
+    labels = list(encoded.labels)
+    end = max(j for j, t in enumerate(labels) if t != IGNORE_INDEX)
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE_INDEX:
+        start -= 1
+    labels[:start] = [IGNORE_INDEX] * start
+    return Encoded(encoded.input_ids, labels, encoded.line)
+
+
 def encode_candidates(
     tokenizer: PreTrainedTokenizerBase,
     prompt: Sequence[dict[str, str]],
@@ -52,6 +63,7 @@ def encode_candidates(
     encoded, report = encode_examples(tokenizer, examples, max_length or NO_TRUNCATION)
     if len(encoded) != len(labels) or report.truncated_lines:
         raise UserError(f"a prompt is too long for max_length={max_length}: its label tokens would be cut off")
+    encoded = [_last_answer_only(e) for e in encoded]  # earlier assistant turns (few-shot examples) are context
     first_target = min(next(j for j, t in enumerate(e.labels) if t != IGNORE_INDEX) for e in encoded)
     common = 0
     while common < first_target and len({e.input_ids[common] for e in encoded}) == 1:

@@ -1,12 +1,18 @@
-"""`tunesmith eval`: the base model and the tuned model side by side on the same data."""
+"""`tunesmith eval`: the tuned model beside base-model baselines (zero-shot and k-shot) on the same rows.
+
+Systems, in report order: the base model with 0, k1, k2... shots (`eval.shots`), then the tuned model
+zero-shot (as it was trained). For an adapter run the base is the same weights with the adapter off. The report
+(`runs/<run>/eval.json`, keys in docs/evaluation.md) holds every system's scores, timings and answers.
+"""
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -14,38 +20,47 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
-from tunesmith.data.prepare import split_examples
+from tunesmith.data.prepare import Splits, split_examples
 from tunesmith.data.tokenize import encode_examples
 from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.evaluate.loss import evaluate_loss
+from tunesmith.evaluate.metrics import METRICS
+from tunesmith.evaluate.scoring import EvalPlan, plan_eval, score_system, target_tokens
+from tunesmith.evaluate.shots import ShotPool, build_prompts, shot_pool
 from tunesmith.models import load_causal_lm
 from tunesmith.recipes.common import pad_id
-from tunesmith.serve.loading import load_run
+from tunesmith.serve.loading import LoadedModel, load_run
 from tunesmith.train.precision import use_bf16
 
-SHORT_TARGET_TOKENS = 32  # exact match is meaningful for short answers, not for essays
+DEFAULT_CONTEXT = 2048  # when the model config names no context window
+console = Console(stderr=True)
 
 
-def eval_examples(cfg: Config, data_path: str | None) -> tuple[list[Example], str]:
+def eval_examples(cfg: Config, data_path: str | None, splits: Splits | None = None) -> tuple[list[Example], str]:
     """The rows to evaluate on: a given file, or the run's own validation split."""
+    rows, source, _ = _eval_rows(cfg, data_path, splits)
+    return rows, source
+
+
+def _eval_rows(cfg: Config, data_path: str | None, splits: Splits | None) -> tuple[list[Example], str, str]:
+    """(rows, where they came from, their data format)."""
     if data_path:
         loaded = load_examples(data_path, cfg.data.format, cfg.data.skip_invalid, cfg.data.system_prompt)
-        return loaded.examples, data_path
-    return split_examples(cfg.data, cfg.run.seed).val, "validation split of the run"
+        return loaded.examples, data_path, loaded.format
+    splits = splits or split_examples(cfg.data, cfg.run.seed)
+    return splits.val, "validation split of the run", splits.format
 
 
-def wants_exact_match(setting: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]) -> bool:
-    """auto: when the targets are short (median ≤ SHORT_TARGET_TOKENS tokens)."""
-    targets = [e.target for e in examples if e.target is not None]
-    if setting != "auto":
-        return setting == "on" and bool(targets)
-    if not targets:
-        return False
-    return (
-        statistics.median(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets)
-        <= SHORT_TARGET_TOKENS
-    )
+def training_splits(cfg: Config, data_path: str | None) -> Splits | None:
+    """The run's train/val splits (shots come from train); None when the training file is gone but `--data`
+    gives the rows: then only zero-shot baselines run."""
+    try:
+        return split_examples(cfg.data, cfg.run.seed)
+    except UserError:
+        if data_path is None:
+            raise
+        return None
 
 
 def score_model(
@@ -55,20 +70,15 @@ def score_model(
     cfg: Config,
     with_exact_match: bool,
 ) -> dict[str, Any]:
-    """Validation loss, perplexity and (optionally) exact match of greedy answers."""
+    """Validation loss, perplexity and (optionally) strict string exact match of greedy answers (`tunesmith
+    demo`, whose answers are JSON: there case and punctuation matter)."""
     encoded, _ = encode_examples(tokenizer, examples, cfg.data.max_length)
     bf16 = use_bf16(cfg.train.precision)
     scores: dict[str, Any] = evaluate_loss(model, encoded, pad_id(tokenizer), cfg.eval.batch_size, bf16)
     if with_exact_match:
         rows = [e for e in examples if e.target is not None][: cfg.eval.max_examples]
-        answers = generate_all(
-            model,
-            tokenizer,
-            [list(e.prompt_messages) for e in rows],
-            cfg.eval.max_new_tokens,
-            cfg.eval.batch_size,
-            bf16,
-        )
+        conversations = [list(e.prompt_messages) for e in rows]
+        answers = generate_all(model, tokenizer, conversations, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16)
         scores["exact_match"] = exact_match(answers, [e.target for e in rows])
         scores["exact_match_n"] = len(rows)
         scores["predictions"] = [
@@ -77,44 +87,145 @@ def score_model(
     return scores
 
 
+def context_budget(model: nn.Module, tokenizer: PreTrainedTokenizerBase, plan: EvalPlan) -> int:
+    """Prompt tokens a k-shot prompt may use: the context window less the longest answer scored or generated."""
+    window = getattr(getattr(model, "config", None), "max_position_embeddings", None) or DEFAULT_CONTEXT
+    answer = max(target_tokens(tokenizer, plan.labels)) + 2 if plan.labels else 0
+    return window - max(answer, plan.max_new_tokens if plan.generate else 0)
+
+
+@contextmanager
+def base_model(loaded: LoadedModel, cfg: Config) -> Iterator[nn.Module]:
+    """The untuned model: the run's model with its adapter off, or the base weights loaded afresh."""
+    if loaded.is_adapter:
+        with loaded.model.disable_adapter():
+            yield loaded.model
+    else:
+        yield load_causal_lm(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code).eval()
+
+
+def score_systems(
+    loaded: LoadedModel, cfg: Config, rows: list[Example], plan: EvalPlan, pool: ShotPool | None
+) -> list[dict[str, Any]]:
+    """Base with every shot count, then tuned zero-shot; each a dict of scores with its name."""
+    tokenizer, pad = loaded.tokenizer, pad_id(loaded.tokenizer)
+    zero = [list(e.prompt_messages) for e in rows]
+    systems = []
+    shots = sorted({0, *cfg.eval.shots}) if pool is not None else [0]
+    with base_model(loaded, cfg) as model:
+        budget = context_budget(model, tokenizer, plan)
+        for k in shots:
+            info: dict[str, Any] = {"name": f"base {k}-shot", "model": "base", "shots": k}
+            console.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
+            prompts = zero
+            if k:
+                assert pool is not None
+                built = build_prompts(tokenizer, rows, pool, k, cfg.run.seed, budget)
+                prompts = built.prompts
+                info["mean_shots_used"] = sum(built.shots_used) / max(len(rows), 1)
+                info["shot_lines"] = built.shot_lines[:5]  # a sample, to see what was shown
+            systems.append(info | score_system(model, tokenizer, rows, prompts, plan, cfg, pad if not k else None))
+    console.print(f"scoring tuned on {len(rows)} rows", style="dim", highlight=False)
+    tuned = score_system(loaded.model, tokenizer, rows, zero, plan, cfg, pad)
+    systems.append({"name": "tuned", "model": "tuned", "shots": 0} | tuned)
+    return systems
+
+
 def evaluate_run(run_dir: Path, data_path: str | None = None) -> dict[str, Any]:
-    """Score base and tuned on the same rows; the base of an adapter run is the same model with adapters off."""
+    """Score the base model (zero- and k-shot) and the tuned model on the same rows."""
     loaded = load_run(run_dir)
     cfg = loaded.config
     assert cfg is not None
-    examples, source = eval_examples(cfg, data_path)
-    if not examples:
+    splits = training_splits(cfg, data_path)
+    rows, source, fmt = _eval_rows(cfg, data_path, splits)
+    if not rows:
         raise UserError(f"{source}: no rows to evaluate")
-    em = wants_exact_match(cfg.eval.exact_match, loaded.tokenizer, examples)
-    tuned = score_model(loaded.model, loaded.tokenizer, examples, cfg, em)
-    if loaded.is_adapter:
-        with loaded.model.disable_adapter():
-            base = score_model(loaded.model, loaded.tokenizer, examples, cfg, em)
-    else:
-        base_model = load_causal_lm(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
-        base = score_model(base_model, loaded.tokenizer, examples, cfg, em)
+    train = splits.train if splits is not None else []
+    plan = plan_eval(cfg, loaded.tokenizer, fmt, train, rows)
+    pool = shot_pool(train, rows) if any(cfg.eval.shots) and splits is not None else None
+    systems = score_systems(loaded, cfg, rows, plan, pool)
+    by_name = {s["name"]: s for s in systems}
     return {
         "run": str(run_dir),
         "data": source,
-        "rows": len(examples),
+        "rows": len(rows),
         "base_model": cfg.model.name,
-        "base": base,
-        "tuned": tuned,
+        "metrics": plan.metrics,
+        "skipped_metrics": [m for m in plan.metrics if METRICS[m].kind == "tags"],
+        "labels": plan.labels,
+        "scoring": plan.scoring,
+        "generation_rows": min(len(rows), cfg.eval.max_examples) if plan.generate else 0,
+        "shot_seed": cfg.run.seed,
+        "shot_pool": {"rows": len(pool.rows), "excluded_as_eval_rows": pool.excluded} if pool else None,
+        "systems": systems,
+        "base": by_name["base 0-shot"],
+        "tuned": by_name["tuned"],
     }
 
 
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric == "loss":
+        return f"{value:.4f}"
+    return f"{value:.1%}" if METRICS[metric].percent else f"{value:.2f}"
+
+
+def _rows(report: dict[str, Any]) -> Iterator[tuple[str, str, list[float | None]]]:
+    """(label, metric, one value per system) for every table row: headline metrics first, then the other scoring."""
+    systems, scoring = report["systems"], report["scoring"]
+    other = {"label_likelihood": "generation", "generation": "label_likelihood"}[scoring]
+    for metric in report["metrics"]:
+        if metric == "perplexity":
+            continue
+        for how in (scoring, other):
+            values = [s.get(how, {}).get("metrics", {}).get(metric) for s in systems]
+            if any(v is not None for v in values):
+                yield f"{metric} ({how.replace('_', ' ')})", metric, values
+    yield "val loss", "loss", [s.get("loss") for s in systems]
+    if "perplexity" in report["metrics"]:
+        yield "perplexity", "perplexity", [s.get("perplexity") for s in systems]
+
+
 def report_table(report: dict[str, Any]) -> Table:
-    """Base vs tuned as a rich table."""
+    """Every system side by side; the change is tuned minus the best baseline."""
     table = Table(title=f"{report['run']} · {report['data']} · {report['rows']} rows")
-    for col in ("metric", f"base ({report['base_model']})", "tuned", "change"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for key, label, fmt in (
-        ("loss", "val loss", "{:.4f}"),
-        ("perplexity", "perplexity", "{:.2f}"),
-        ("exact_match", "exact match", "{:.1%}"),
-    ):
-        if key in report["tuned"]:
-            b, t = report["base"][key], report["tuned"][key]
-            change = fmt.format(t - b) if key != "exact_match" else f"{(t - b) * 100:+.1f} pts"
-            table.add_row(label, fmt.format(b), fmt.format(t), change)
+    names = [s["name"] for s in report["systems"]]
+    for col in ("metric", *names, "tuned − best base"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for label, metric, values in _rows(report):
+        base, tuned = [v for v in values[:-1] if v is not None], values[-1]
+        change = "-"
+        if base and tuned is not None:
+            better_high = metric != "loss" and METRICS.get(metric, METRICS["perplexity"]).higher_is_better
+            best = max(base) if better_high else min(base)
+            delta = tuned - best
+            percent = metric != "loss" and METRICS[metric].percent
+            change = f"{delta * 100:+.1f} pts" if percent else f"{delta:+.3f}"
+        table.add_row(label, *(_fmt(metric, v) for v in values), change)
     return table
+
+
+def scoring_note(report: dict[str, Any]) -> str:
+    """One line saying how the headline numbers were scored."""
+    if report["scoring"] == "label_likelihood":
+        return (
+            f"classification ({len(report['labels'])} labels): headline = label likelihood (argmax of log p(label | "
+            f"prompt) over {report['labels'][:6]}), all {report['rows']} rows; generation = greedy answer mapped to a "
+            f"label, first {report['generation_rows']} rows"
+        )
+    return f"scored by generation: greedy answers of the first {report['generation_rows']} rows"
+
+
+def throughput_note(report: dict[str, Any]) -> str:
+    """Rows per second of each scoring, per system."""
+    parts = []
+    for system in report["systems"]:
+        speeds = [
+            f"{how.replace('_', ' ')} {system[how]['rows_per_s']:.1f}"
+            for how in ("label_likelihood", "generation")
+            if how in system
+        ]
+        if speeds:
+            parts.append(f"{system['name']}: " + ", ".join(speeds))
+    return "rows/s · " + " | ".join(parts) if parts else ""

@@ -104,6 +104,8 @@ def run_summary(
         # The exported weights are the best ones, so their validation loss is the best one seen: no extra pass.
         "tuned_val_loss": state.best_val_loss,
         "best_step": state.best_step,
+        "best_metric": cfg.train.best_metric,
+        "best_score": state.best_score,
         "steps": state.step,
         "planned_steps": result.total_steps,
         "stopped_early": result.stopped_early,

@@ -1,7 +1,7 @@
 """`tunesmith train` for every task (sft, classify, ner, pretrain), top to bottom: tokenizer → data → data check
 → model → method → run folder → loop → best weights → export → summary.
 
-A task supplies only its steps (`tasks.base.TaskSteps`: prepare, build_model, objective, evaluate); the loop,
+A task supplies only its steps (`tasks.base.TaskSteps`: prepare, build_model, objective, evaluator); the loop,
 methods, checkpoints and run folder are shared. User mistakes surface before the run folder exists.
 """
 
@@ -68,8 +68,7 @@ def apply_method(cfg: Config, model: nn.Module) -> nn.Module:
 def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
     """The task metrics logged at the evaluation that gave the best (exported) weights."""
     rows = [r for r in read_metrics(run_path / "metrics.jsonl") if r.get("step") == best_step and "val_loss" in r]
-    skip = {"step", "val_loss"}
-    return {k: v for k, v in rows[-1].items() if k not in skip} if rows else {}
+    return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
 
 
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
@@ -143,7 +142,7 @@ def run_task(
         objective=steps.objective(cfg),
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
-        evaluate=None if steps.evaluate is None else lambda m: steps.evaluate(m, val, pad, cfg, data.labels),
+        evaluate=steps.evaluator(cfg, data, tokenizer),
     )
     result = _train(setup, cfg, run_path, checkpoint)
     if neftune is not None:

@@ -36,8 +36,12 @@ class TaskData:
     check_tokenizer: PreTrainedTokenizerBase | None = None
 
 
-# (model, val examples, pad id, config, labels) -> (val loss that selects the best weights, metrics to log)
+# (model, val examples, pad id, config, labels) -> (val loss, metrics to log; `train.best_metric` picks from both)
 Evaluate = Callable[[nn.Module, Sequence[Any], int, Config, list[str] | None], tuple[float, dict[str, float]]]
+# The loop's validation pass for one run: model -> (val loss, metrics).
+LoopEvaluate = Callable[[nn.Module], tuple[float, dict[str, float]]]
+# (config, encoded data, tokenizer) -> the run's validation pass; None: the objective's loss and its perplexity.
+Evaluator = Callable[[Config, "TaskData", PreTrainedTokenizerBase], LoopEvaluate | None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,19 @@ class TaskSteps:
     prepare: Callable[[Config, PreTrainedTokenizerBase], TaskData]  # load, split, encode, report drops
     build_model: Callable[[Config, TaskData, PreTrainedTokenizerBase], nn.Module]  # base + head, before the method
     objective: Callable[[Config], Objective]  # loss and normaliser of a batch
-    evaluate: Evaluate | None  # None: the objective's validation loss and its perplexity
+    evaluator: Evaluator
+
+
+def on_val_split(evaluate: Evaluate) -> Evaluator:
+    """An evaluator that runs `evaluate` on the run's encoded validation split."""
+
+    def make(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> LoopEvaluate:
+        from tunesmith.recipes.common import pad_id
+
+        pad, val = pad_id(tokenizer), data.prepared.val
+        return lambda model: evaluate(model, val, pad, cfg, data.labels)
+
+    return make
 
 
 # (run folder, data file) -> (one output record per row, metrics when the rows carry gold labels)

@@ -25,7 +25,7 @@ from tunesmith.data.prepare import Prepared, split_examples
 from tunesmith.data.tokenize import EncodeReport
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.metrics import accuracy, macro_f1
-from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, read_rows
+from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
 from tunesmith.tasks.heads import batched_logits, load_head_model, load_trained
 from tunesmith.tasks.pooling import set_pooling
 from tunesmith.train.objective import Batch, Objective
@@ -193,4 +193,4 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, ({**scores(gold, chosen), "labelled_rows": len(gold)} if gold else {})
 
 
-STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluate=evaluate)
+STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate))

@@ -27,7 +27,7 @@ from tunesmith.data.prepare import Prepared, split_examples
 from tunesmith.data.tokenize import EncodeReport
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.metrics import entities, entity_scores
-from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, read_rows
+from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
 from tunesmith.tasks.heads import batched_logits, load_head_model, load_trained
 from tunesmith.train.numerics import IGNORE_INDEX
 from tunesmith.train.objective import Batch, Objective
@@ -228,4 +228,4 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, {"entity_f1": found["f1"], "entity_precision": found["precision"], "entity_recall": found["recall"]}
 
 
-STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluate=evaluate)
+STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate))

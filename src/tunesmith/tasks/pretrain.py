@@ -30,7 +30,7 @@ from tunesmith.data.tokenize import Encoded, EncodeReport, encode_text_blocks
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.models import load_causal_lm
-from tunesmith.tasks.base import TaskData, TaskSteps, data_report
+from tunesmith.tasks.base import TaskData, TaskSteps, data_report, on_val_split
 from tunesmith.train.objective import Objective
 from tunesmith.train.precision import use_bf16
 from tunesmith.train.regularization import causal_lm_objective
@@ -166,4 +166,4 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, {"loss": loss, "perplexity": math.exp(min(loss, 50)), "scored_tokens": tokens}
 
 
-STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluate=evaluate)
+STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate))

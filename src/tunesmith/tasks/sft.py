@@ -19,10 +19,11 @@ from tunesmith.data.formats import FORMATS, RowError
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.pseudo_label import read_unlabeled
 from tunesmith.errors import UserError
+from tunesmith.evaluate.during_training import sft_evaluator
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.models import load_causal_lm
 from tunesmith.serve.loading import load_run
-from tunesmith.tasks.base import TaskData, TaskSteps
+from tunesmith.tasks.base import LoopEvaluate, TaskData, TaskSteps
 from tunesmith.train.precision import use_bf16
 from tunesmith.train.regularization import causal_lm_objective
 
@@ -42,11 +43,19 @@ def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase)
     return load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
 
 
+def evaluator(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> LoopEvaluate | None:
+    """Loss plus generation metrics on a val subset when `train.eval_metrics` asks; else the loop's loss pass."""
+    from tunesmith.recipes.common import pad_id
+
+    splits = data.prepared.splits
+    return sft_evaluator(cfg, tokenizer, splits.format, splits.train, splits.val, data.prepared.val, pad_id(tokenizer))
+
+
 STEPS = TaskSteps(
     prepare=prepare,
     build_model=build_model,
     objective=lambda cfg: causal_lm_objective(cfg.regularization.label_smoothing),
-    evaluate=None,
+    evaluator=evaluator,
 )
 
 

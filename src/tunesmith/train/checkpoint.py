@@ -40,6 +40,12 @@ class TrainState:
     best_step: int | None = None
     evals_since_best: int = 0
     base_val_loss: float | None = None
+    best_score: float | None = None  # train.best_metric at best_step (the val loss when that is the metric)
+    # The overfitting monitor: the previous evaluation's metric and mean train loss, and how many evaluations in a
+    # row the metric got worse while the train loss fell.
+    last_score: float | None = None
+    last_train_loss: float | None = None
+    overfit_streak: int = 0
 
 
 def _fsync_dir(path: Path) -> None:

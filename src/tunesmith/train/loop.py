@@ -31,11 +31,13 @@ from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import MetricsLog
+from tunesmith.train.monitor import BestMetric, judge
 from tunesmith.train.numerics import accumulate_step
 from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.precision import autocast
 
 StepHook = Callable[[ckpt.TrainState], None]
+_console = Console(stderr=True)  # shared with the progress bar, so warnings print above it
 
 
 @dataclass
@@ -58,8 +60,8 @@ class LoopSetup:
     # Parameter groups for the optimizer (e.g. layer-wise learning rates); default: all trainable parameters.
     param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None
     checkpointing: ActivationCheckpointing | None = None
-    # The validation pass: (val loss that picks the best weights, metrics to log, e.g. accuracy).
-    # Default: `evaluate_loss` with the objective, and the perplexity.
+    # The validation pass: (val loss, metrics to log, e.g. accuracy); `cfg.best_metric` picks the best weights
+    # from them. Default: `evaluate_loss` with the objective, and the perplexity.
     evaluate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None = None
 
 
@@ -187,7 +189,7 @@ def _progress() -> Progress:
         TextColumn("{task.fields[tps]} tok/s"),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=_console,
     )
 
 
@@ -211,6 +213,10 @@ class _Trainer:
         self.state = ckpt.TrainState()
         if resume_from is not None:
             self.state = ckpt.load_checkpoint(resume_from, setup.model, self.optimizer, self.scheduler)
+        self.best = BestMetric.from_config(self.cfg)
+        if self.state.best_score is None and self.best.name == "loss":  # a checkpoint from before best_score
+            self.state.best_score = self.state.best_val_loss
+        self.train_losses: list[float] = []  # since the last evaluation: the overfitting monitor's train side
         self.log = MetricsLog(
             setup.run_dir / "metrics.jsonl", truncate_after_step=self.state.step if resume_from is not None else None
         )
@@ -223,14 +229,21 @@ class _Trainer:
             val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
             metrics = {"perplexity": math.exp(min(val, 50))}
         state = self.state
-        if state.best_val_loss is None or val < state.best_val_loss:
-            state.best_val_loss, state.best_step, state.evals_since_best = val, state.step, 0
+        train_loss = sum(self.train_losses) / len(self.train_losses) if self.train_losses else None
+        self.train_losses = []
+        verdict = judge(state, self.best, val, metrics, train_loss, self.cfg.overfit_patience)
+        if verdict.is_best:
             self.best_path.parent.mkdir(exist_ok=True)
             ckpt.save_weights_atomically(ckpt.trainable_state(s.model, self.names), self.best_path)
-        else:
-            state.evals_since_best += 1
+        if verdict.overfit_warning:
+            _console.print(
+                f"[yellow]warning:[/] possible overfitting at step {state.step}: val {self.best.name} got worse "
+                f"while the train loss fell, {state.overfit_streak} evaluations in a row (best: step "
+                f"{state.best_step}, whose weights are kept)",
+                highlight=False,
+            )
         extra = {f"val_{name}": value for name, value in metrics.items() if math.isfinite(value)}
-        self.log.write(step=state.step, val_loss=val, **extra)
+        self.log.write(step=state.step, val_loss=val, **extra, **verdict.log)
         self.eval_seconds += time.perf_counter() - started
         return val
 
@@ -277,6 +290,7 @@ class _Trainer:
         self.scheduler.step()
         state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)
         state.tokens_seen += stats.input_tokens
+        self.train_losses.append(stats.loss)
         tps = stats.input_tokens / max(time.perf_counter() - t0, 1e-9)
         self.log.write(
             step=state.step,

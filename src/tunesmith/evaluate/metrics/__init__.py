@@ -1,19 +1,51 @@
 """Task metrics, registered one line each: `METRICS[name](gold, predicted) -> float`.
 
-Classification metrics take one label per example; `entity_f1` takes one tag sequence per sentence.
+Each `Metric` says what it compares (`kind`) and which way is better, so the config can choose metrics by name
+and the best checkpoint can be picked by any of them:
+
+| kind | gold / predicted |
+|---|---|
+| label | one label per example (classification) |
+| text | one reference / one generated answer per example |
+| tags | one tag sequence per sentence (NER) |
+| loss | token counts / summed negative log-likelihoods per example |
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from tunesmith.errors import did_you_mean
 from tunesmith.evaluate.metrics.accuracy import accuracy
 from tunesmith.evaluate.metrics.entity_f1 import entities, entity_f1, entity_scores
+from tunesmith.evaluate.metrics.exact_match import exact_match, normalize_answer
 from tunesmith.evaluate.metrics.macro_f1 import macro_f1
+from tunesmith.evaluate.metrics.perplexity import perplexity
+from tunesmith.evaluate.metrics.rouge_l import rouge_l
+from tunesmith.evaluate.metrics.sacrebleu_scores import bleu, chrf
 from tunesmith.registry import add_unique
 
-Metric = Callable[[Any, Any], float]
+Kind = Literal["label", "text", "tags", "loss"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A scoring function and how to read it."""
+
+    compute: Callable[[Sequence[Any], Sequence[Any]], float]
+    kind: Kind
+    higher_is_better: bool = True
+    percent: bool = True  # a share in [0, 1], shown as a percentage; False: shown as the number itself
+    takes_labels: bool = False  # compute accepts `labels=`: the label set to average over
+
+    def __call__(self, gold: Sequence[Any], predicted: Sequence[Any], labels: Sequence[Any] | None = None) -> float:
+        if labels is not None and self.takes_labels:
+            return self.compute(gold, predicted, labels=labels)  # type: ignore[call-arg]
+        return self.compute(gold, predicted)
+
+
 METRICS: dict[str, Metric] = {}
 
 
@@ -22,8 +54,37 @@ def register(name: str, metric: Metric) -> Metric:
     return add_unique(METRICS, name, metric, "metric")
 
 
-register("accuracy", accuracy)
-register("macro_f1", macro_f1)
-register("entity_f1", entity_f1)
+register("accuracy", Metric(accuracy, "label"))
+register("macro_f1", Metric(macro_f1, "label", takes_labels=True))
+register("entity_f1", Metric(entity_f1, "tags"))
+register("exact_match", Metric(exact_match, "text"))
+register("rouge_l", Metric(rouge_l, "text"))
+register("bleu", Metric(bleu, "text", percent=False))
+register("chrf", Metric(chrf, "text", percent=False))
+register("perplexity", Metric(perplexity, "loss", higher_is_better=False, percent=False))
 
-__all__ = ["METRICS", "accuracy", "entities", "entity_f1", "entity_scores", "macro_f1", "register"]
+
+def unknown_metric(name: str) -> str | None:
+    """None for a registered metric name, else a one-line problem with the nearest known name."""
+    if name in METRICS:
+        return None
+    return f"unknown metric {name!r}." + (did_you_mean(name, METRICS) or f" Known metrics: {', '.join(METRICS)}.")
+
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "accuracy",
+    "bleu",
+    "chrf",
+    "entities",
+    "entity_f1",
+    "entity_scores",
+    "exact_match",
+    "macro_f1",
+    "normalize_answer",
+    "perplexity",
+    "register",
+    "rouge_l",
+    "unknown_metric",
+]

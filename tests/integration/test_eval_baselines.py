@@ -1,0 +1,90 @@
+"""`tunesmith eval` on a tiny text_label run: base zero-/k-shot beside the tuned model, both scorings, eval.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunesmith.cli.main import app
+from tunesmith.config import load_config
+from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
+from tunesmith.recipes.train import run_train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def label_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("eval")
+    words = ["the quick brown fox", "the lazy dog", "maria lives in porto", "capital of france"]
+    rows = [{"text": f"{words[i % 4]} {i}", "label": "good" if i % 4 < 2 else "bad"} for i in range(40)]
+    data = tmp / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            f"data.train={data}",
+            "data.format=text_label",
+            "data.val_fraction=0.25",
+            f"run.output_dir={tmp / 'runs'}",
+            "run.name=labels",
+            "train.max_steps=4",
+            "train.batch_size=8",
+            "train.eval_every=4",
+            "train.save_every=4",
+            "train.precision=fp32",
+            "train.lr=5e-3",
+            "data.max_length=64",
+            "eval.batch_size=8",
+            "eval.shots=[0, 2]",
+            "data.check.enabled=false",
+        ],
+    )
+    return run_train(cfg)
+
+
+def test_baselines_beside_the_tuned_model(label_run: Path):
+    report = evaluate_run(label_run)
+    assert [s["name"] for s in report["systems"]] == ["base 0-shot", "base 2-shot", "tuned"]
+    assert report["scoring"] == "label_likelihood" and report["labels"] == ["bad", "good"]
+    assert report["shot_pool"]["rows"] > 0
+    for system in report["systems"]:
+        for how in ("label_likelihood", "generation"):
+            assert {"accuracy", "macro_f1"} <= set(system[how]["metrics"])
+            assert system[how]["rows_per_s"] > 0
+        assert system["metrics"]["accuracy"] == system["label_likelihood"]["metrics"]["accuracy"]
+    base0, base2, tuned = report["systems"]
+    assert {"loss", "perplexity"} <= set(base0) and {"loss", "perplexity"} <= set(tuned)
+    assert "loss" not in base2 and base2["mean_shots_used"] == 2
+    assert report["base"] is base0 and report["tuned"] is tuned  # the keys older readers use
+    text = " ".join(str(c) for col in report_table(report).columns for c in col._cells)
+    assert "accuracy (label likelihood)" in text and "accuracy (generation)" in text
+    assert "label likelihood" in scoring_note(report) and "rows/s" in throughput_note(report)
+
+
+def test_cli_writes_eval_json(label_run: Path):
+    result = CliRunner().invoke(app, ["eval", str(label_run)])
+    assert result.exit_code == 0, result.output
+    assert "headline = label likelihood" in result.output
+    saved = json.loads((label_run / "eval.json").read_text())
+    assert saved["scoring"] == "label_likelihood" and len(saved["systems"]) == 3
+
+
+def test_old_run_without_its_training_file_still_evaluates(label_run: Path, tmp_path: Path):
+    """`--data` on a run whose training file is gone: zero-shot baseline and tuned only (no shot pool)."""
+    from tunesmith.serve.loading import run_config
+
+    train_file = Path(run_config(label_run).data.train or "")
+    rows = train_file.read_text()
+    (tmp_path / "eval.jsonl").write_text("".join(rows.splitlines(keepends=True)[:6]))
+    moved = train_file.rename(tmp_path / "gone.jsonl")
+    try:
+        report = evaluate_run(label_run, str(tmp_path / "eval.jsonl"))
+    finally:
+        moved.rename(train_file)
+    assert [s["name"] for s in report["systems"]] == ["base 0-shot", "tuned"] and report["shot_pool"] is None
+    assert report["rows"] == 6 and report["scoring"] == "label_likelihood"
