@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli.main import app
 from tunesmith.config import load_config
+from tunesmith.errors import UserError
 from tunesmith.recipes.train import run_train
 from tunesmith.tasks import TASKS
 
@@ -143,6 +144,24 @@ def test_classify_lora_on_a_decoder(tiny_model_dir, sentiment, tmp_path):
     rows, metrics = TASKS["classify"].predict(run, str(sentiment[1]))
     assert metrics["labelled_rows"] == 12
     assert all(sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) for r in rows)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_model_dir"])
+def test_classify_with_prompt_tuning_trains_the_new_head(request, fixture, sentiment, tmp_path):
+    """PEFT wraps a classifier as SEQ_CLS (not as a causal LM), so the new head trains next to the prompt."""
+    model_dir = request.getfixturevalue(fixture)
+    cfg = task_config(model_dir, sentiment, tmp_path, "cls-prompt", "classify", "method.name=prompt_tuning")
+    cfg.train.max_steps = 3
+    summary = _summary(run_train(cfg))
+    assert summary["steps"] == 3 and 0 <= summary["val_accuracy"] <= 1
+    assert summary["parameters"]["groups"]["head"]["trainable"] > 0
+
+
+def test_prefix_tuning_on_a_classifier_is_a_one_line_error(tiny_bert_dir, sentiment, tmp_path):
+    cfg = task_config(tiny_bert_dir, sentiment, tmp_path, "cls-prefix", "classify", "method.name=prefix_tuning")
+    with pytest.raises(UserError, match="use prompt_tuning, lora or full"):
+        run_train(cfg)
+    assert not (tmp_path / "cls-prefix").exists()
 
 
 @pytest.mark.parametrize(("fixture", "method"), [("tiny_bert_dir", "full"), ("tiny_model_dir", "lora")])

@@ -18,7 +18,9 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from tunesmith.config.schema import PrefixTuningConfig
+from tunesmith.errors import UserError
 from tunesmith.methods.base import Method, export_adapter
+from tunesmith.methods.peft_task import peft_task_type
 
 
 def text_keys_values(model: nn.Module, text: str, n_tokens: int) -> torch.Tensor:
@@ -38,6 +40,12 @@ def text_keys_values(model: nn.Module, text: str, n_tokens: int) -> torch.Tensor
 
 def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
     """Add `num_virtual_tokens` prefix positions to every layer, started from `init_text` or from zeros."""
+    if peft_task_type(model) != "CAUSAL_LM":
+        # PEFT passes the prefix as past key/values, which its classification wrappers refuse in transformers 5.
+        raise UserError(
+            "method prefix_tuning works with the causal-LM tasks (sft, pretrain); for classify and ner use "
+            "prompt_tuning, lora or full"
+        )
     start = text_keys_values(model, cfg.init_text, cfg.num_virtual_tokens) if cfg.init_text else None
     peft_cfg = PeftPrefixTuningConfig(
         task_type="CAUSAL_LM",

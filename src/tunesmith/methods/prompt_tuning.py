@@ -12,6 +12,7 @@ from torch import nn
 
 from tunesmith.config.schema import PromptTuningConfig
 from tunesmith.methods.base import Method, export_adapter
+from tunesmith.methods.peft_task import peft_task_type
 
 
 def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
@@ -27,7 +28,8 @@ def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
             "prompt_tuning_init_text": cfg.init_text,
             "tokenizer_name_or_path": model.name_or_path,
         }
-    peft_cfg = PeftPromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens, **text)
+    tokens = cfg.num_virtual_tokens
+    peft_cfg = PeftPromptTuningConfig(task_type=peft_task_type(model), num_virtual_tokens=tokens, **text)
     return get_peft_model(model, peft_cfg)
 
 
