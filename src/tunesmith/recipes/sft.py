@@ -30,6 +30,7 @@ from tunesmith.train.checkpoint import WEIGHTS
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training, steps_per_epoch
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses
+from tunesmith.train.packing import resolve_packing
 from tunesmith.train.precision import cpu_supports_bf16, skip_adapter_input_casts, threads, use_bf16
 from tunesmith.train.regularization import add_neftune, causal_lm_objective, set_dropout
 
@@ -181,6 +182,7 @@ def run_sft(
         objective=causal_lm_objective(cfg.regularization.label_smoothing),
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
+        packing=resolve_packing(cfg.train.packing, model),
     )
     try:
         with threads(cfg.train.threads):
