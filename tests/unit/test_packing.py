@@ -68,6 +68,12 @@ def test_packed_layout(encoded, tiny_tokenizer):
     assert (batch["labels"][batch[TOKEN_MASK] == 0] == IGNORE_INDEX).all()
 
 
+def test_nothing_to_pack_keeps_the_padded_layout(tiny_tokenizer):
+    same = [Encoded([5, 6, 7, 8], [5, 6, 7, 8], i) for i in range(3)]
+    batch = collate_packed(same, tiny_tokenizer.pad_token_id)
+    assert "attention_mask" in batch and torch.equal(batch["input_ids"], collate(same, 0)["input_ids"])
+
+
 def test_packed_loss_and_gradients_equal_padded(model, encoded, tiny_tokenizer):
     pad = tiny_tokenizer.pad_token_id
     total_a, n_a = accumulate_step(model, [collate(encoded[:5], pad), collate(encoded[5:], pad)])

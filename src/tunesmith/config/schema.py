@@ -233,10 +233,11 @@ class TrainConfig(Section):
         ">= 2048 padded tokens, where it costs little or even saves time on CPU.",
     )
     packing: OnOffAuto = Field(
-        "auto",
+        "off",
         description="sft: lay each micro-batch out as rows holding several examples (less padding), each "
-        "attending only to itself. The same examples make each step, so the loss is the padded one. auto: on "
-        "when the model keeps packed examples apart (checked at start); on: error when it does not.",
+        "attending only to itself; the same examples make each step, so the loss is the padded one. auto: pack "
+        "when the model keeps packed examples apart (checked at start); on: error when it does not. Off by "
+        "default: with length-grouped batches it measured no faster on CPU (docs/performance.md).",
     )
 
 

@@ -73,10 +73,17 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def collate_packed(examples: Sequence[Encoded], pad_id: int, capacity: int | None = None) -> dict[str, torch.Tensor]:
-    """Pack examples into rows of at most `capacity` tokens (default: the longest example, so no row's
-    attention grows past the padded layout's). Returns input_ids, labels, position_ids and `TOKEN_MASK`."""
+    """Pack examples into rows of at most `capacity` tokens: input_ids, labels, position_ids and `TOKEN_MASK`.
+
+    The default capacity is the longest example, so no row attends over more tokens than in the padded layout
+    (on CPU the block-diagonal mask is computed densely: wider rows cost more attention than the padding they
+    save). When no row would hold two examples, the padded layout is returned: the same computation, with
+    SDPA's cheaper padded-causal path.
+    """
     lengths = [len(e.input_ids) for e in examples]
     rows = pack_rows(lengths, max(capacity or 0, *lengths))
+    if len(rows) == len(examples):
+        return collate(examples, pad_id)
     width = max(sum(lengths[i] for i in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
