@@ -144,3 +144,11 @@ def test_probe_accepts_transformers_models_and_catches_a_leak(model, monkeypatch
     with pytest.raises(UserError, match="train.packing=on"):
         resolve_packing("on", model)
     assert resolve_packing("off", model) is False
+
+
+def test_packing_on_is_for_sft_only():
+    from tunesmith.config import load_config
+
+    assert load_config(None, ["train.packing=on"]).train.packing == "on"
+    with pytest.raises(UserError, match="packing"):
+        load_config(None, ["task.name=classify", "train.packing=on"])
