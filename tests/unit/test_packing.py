@@ -152,3 +152,15 @@ def test_packing_on_is_for_sft_only():
     assert load_config(None, ["train.packing=on"]).train.packing == "on"
     with pytest.raises(UserError, match="packing"):
         load_config(None, ["task.name=classify", "train.packing=on"])
+
+
+def test_probe_runs_like_training_on_a_bf16_base_with_fp32_adapters(tiny_model_dir, encoded, tiny_tokenizer):
+    from tunesmith.train.precision import autocast, skip_adapter_input_casts
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    lora = METHODS["lora"].apply(base, LoraConfig(r=4, dropout=0.0))
+    skip_adapter_input_casts(lora)  # bf16 activations into fp32 adapters: only valid under autocast
+    assert resolve_packing("on", lora, bf16=True)
+    with autocast(True):
+        loss, n = token_loss_sum(lora, collate_packed(encoded, tiny_tokenizer.pad_token_id))
+    assert n > 0 and torch.isfinite(loss)

@@ -182,7 +182,7 @@ def run_sft(
         objective=causal_lm_objective(cfg.regularization.label_smoothing),
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
-        packing=resolve_packing(cfg.train.packing, model),
+        packing=resolve_packing(cfg.train.packing, model, bf16),
     )
     try:
         with threads(cfg.train.threads):
