@@ -1,4 +1,5 @@
-"""The speed path (logits only at supervised positions, length-grouped batches) trains like the plain path."""
+"""The speed path (logits only at supervised positions, length-grouped batches, packed micro-batches) trains like
+the plain path: same validation loss, same weights."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from safetensors.torch import load_file
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
 from tunesmith.recipes.train import run_train
+from tunesmith.train import loop
+from tunesmith.train.loop import LoopSetup
 
 pytestmark = pytest.mark.integration
 
 
-def _run(model_dir, data, out, name):
+def _run(model_dir, data, out, name, *extra):
     cfg = load_config(
         None,
         [
@@ -28,8 +31,9 @@ def _run(model_dir, data, out, name):
             "train.eval_every=3",
             "train.precision=fp32",
             "train.lr=5e-3",
-            "data.max_length=64",
-            "method.dropout=0",
+            "data.max_length=96",
+            *(["method.dropout=0"] if "method.name=full" not in extra else []),
+            *extra,
         ],
     )
     run = run_train(cfg)
@@ -39,7 +43,45 @@ def _run(model_dir, data, out, name):
 def test_selective_logits_path_matches_full_forward(tiny_model_dir, qa_data, tmp_path, monkeypatch):
     fast_summary, fast_weights = _run(tiny_model_dir, qa_data, tmp_path, "fast")
     monkeypatch.setattr(numerics, "_decoder_and_head", lambda model: None)  # force model(...).logits everywhere
-    plain_summary, plain_weights = _run(tiny_model_dir, qa_data, tmp_path, "plain")
+    plain_summary, plain_weights = _run(tiny_model_dir, qa_data, tmp_path, "plain", "train.packing=off")
     assert abs(fast_summary["tuned_val_loss"] - plain_summary["tuned_val_loss"]) < 1e-4
     assert abs(fast_summary["base_val_loss"] - plain_summary["base_val_loss"]) < 1e-5
     assert all(torch.allclose(fast_weights[k], plain_weights[k], atol=1e-4) for k in fast_weights)
+
+
+@pytest.fixture
+def uneven_data(tmp_path):
+    """Mostly short answers and a few long ones: length-grouped batches still mix them, so rows get packed."""
+    counts = [20] * 6 + [1, 2] * 13  # ~80 and ~30 tokens: two short examples fit next to a long one
+    rows = [
+        {"prompt": f"Count to {n}, row {i}.", "completion": " ".join(str(k) for k in range(1, n + 1))}
+        for i, n in enumerate(counts)
+    ]
+    path = tmp_path / "uneven.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_packed_training_matches_padded(tiny_model_dir, uneven_data, tmp_path, monkeypatch, method):
+    rows_saved: list[int] = []
+    train_step = loop._train_step
+
+    def spy(setup: LoopSetup, window, optimizer, step):
+        for idx in window:  # how many rows packing saved in this micro-batch (0 when it is off)
+            batch = setup.objective.pack([setup.train_data[i] for i in idx], setup.pad_id)
+            rows_saved.append(len(idx) - batch["input_ids"].shape[0] if setup.packing else 0)
+        return train_step(setup, window, optimizer, step)
+
+    monkeypatch.setattr(loop, "_train_step", spy)
+    packed, packed_weights = _run(
+        tiny_model_dir, uneven_data, tmp_path, f"packed-{method}", f"method.name={method}", "train.packing=on"
+    )
+    assert sum(rows_saved) > 0  # packing really put several examples in one row
+    rows_saved.clear()
+    padded, padded_weights = _run(tiny_model_dir, uneven_data, tmp_path, f"padded-{method}", f"method.name={method}")
+    assert rows_saved and sum(rows_saved) == 0  # off by default
+    assert abs(packed["base_val_loss"] - padded["base_val_loss"]) < 1e-6  # validation is padded either way
+    assert abs(packed["tuned_val_loss"] - padded["tuned_val_loss"]) < 1e-4
+    assert packed_weights.keys() == padded_weights.keys()
+    assert all(torch.allclose(packed_weights[k], padded_weights[k], atol=1e-4) for k in packed_weights)

@@ -72,6 +72,11 @@ class DataConfig(Section):
     max_length: int = Field(512, ge=8, description="Tokens per example after the chat template.")
     skip_invalid: bool = Field(False, description="Drop invalid rows (reported) instead of stopping.")
     system_prompt: str | None = Field(None, description="System message prepended to every conversation.")
+    cache_tokenized: bool = Field(
+        True,
+        description="Reuse tokenized data across runs from the cache folder (keyed by the examples, tokenizer, "
+        "chat template and max_length).",
+    )
     check: DataCheckConfig = Field(default_factory=DataCheckConfig)
 
 
@@ -270,6 +275,13 @@ class TrainConfig(Section):
         description="Recompute activations in backward to save memory. auto: only for micro-batches of "
         ">= 2048 padded tokens, where it costs little or even saves time on CPU.",
     )
+    packing: OnOffAuto = Field(
+        "off",
+        description="sft: lay each micro-batch out as rows holding several examples (less padding), each "
+        "attending only to itself; the same examples make each step, so the loss is the padded one. auto: pack "
+        "when the model keeps packed examples apart (checked at start); on: error when it does not. Off by "
+        "default: with length-grouped batches it measured no faster on CPU (docs/performance.md).",
+    )
 
 
 class EvalConfig(Section):
@@ -404,6 +416,12 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+
+    @model_validator(mode="after")
+    def _packing_is_for_sft(self) -> Config:
+        if self.train.packing == "on" and self.task.name != "sft":
+            raise ValueError(f"train.packing applies to the sft task, not to {self.task.name}")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from tunesmith.config.schema import DataConfig
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
 from tunesmith.data.split import holdout
+from tunesmith.data.token_cache import encode_cached, tokenizer_fingerprint
 from tunesmith.data.tokenize import Encoded, EncodeReport, encode_examples
 from tunesmith.errors import DataError, UserError
 
@@ -71,10 +72,19 @@ def split_examples(cfg: DataConfig, seed: int) -> Splits:
 
 
 def _encode(
-    tokenizer: PreTrainedTokenizerBase, rows: list[Example], max_length: int, what: str, source: str
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Example],
+    max_length: int,
+    what: str,
+    source: str,
+    fingerprint: str | None,
 ) -> tuple[list[Encoded], EncodeReport]:
+    """Encode one split (through the tokenization cache when `fingerprint` is given)."""
     try:
-        encoded, report = encode_examples(tokenizer, rows, max_length)
+        if fingerprint is None:
+            encoded, report = encode_examples(tokenizer, rows, max_length)
+        else:
+            encoded, report, _hit = encode_cached(tokenizer, rows, max_length, fingerprint)
     except ValueError as exc:
         raise UserError(f"{source}: cannot tokenize {what} data: {exc}") from None
     if not encoded:
@@ -88,8 +98,10 @@ def _encode(
 def prepare_data(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> Prepared:
     """Load, split and tokenize; the report lists every dropped or truncated row."""
     splits = split_examples(cfg, seed)
-    train, train_report = _encode(tokenizer, splits.train, cfg.max_length, "training", cfg.train or "")
-    val, val_report = _encode(tokenizer, splits.val, cfg.max_length, "validation", cfg.val or cfg.train or "")
+    fingerprint = tokenizer_fingerprint(tokenizer) if cfg.cache_tokenized else None
+    train, train_report = _encode(tokenizer, splits.train, cfg.max_length, "training", cfg.train or "", fingerprint)
+    val_source = cfg.val or cfg.train or ""
+    val, val_report = _encode(tokenizer, splits.val, cfg.max_length, "validation", val_source, fingerprint)
     report = {
         "format": splits.format,
         "data_hash": splits.data_hash,

@@ -28,6 +28,7 @@ from tunesmith.train import run_dir as runs
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
+from tunesmith.train.packing import resolve_packing
 from tunesmith.train.precision import skip_adapter_input_casts, threads, use_bf16
 from tunesmith.train.regularization import add_neftune, set_dropout
 
@@ -127,6 +128,9 @@ def run_task(
     alpha = cfg.regularization.neftune_alpha
     neftune = add_neftune(model, alpha) if alpha else None
     pad, val = pad_id(tokenizer), data.prepared.val
+    objective = steps.objective(cfg)
+    # Only objectives that can pack (causal LM) do; the probe checks this model really keeps examples apart.
+    packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, bf16)
     setup = LoopSetup(
         model,
         data.prepared.train,
@@ -139,10 +143,11 @@ def run_task(
         cfg.eval.batch_size,
         hooks or [],
         before_step=method_hooks.before_step,
-        objective=steps.objective(cfg),
+        objective=objective,
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
         evaluate=steps.evaluator(cfg, data, tokenizer),
+        packing=packing,
     )
     result = _train(setup, cfg, run_path, checkpoint)
     if neftune is not None:

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from tunesmith.config.schema import TrainConfig
-from tunesmith.data.batching import batch_plan
+from tunesmith.data.batching import batch_plan, real_tokens
 from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.evaluate.loss import evaluate_loss
@@ -63,6 +63,8 @@ class LoopSetup:
     # The validation pass: (val loss, metrics to log, e.g. accuracy); `cfg.best_metric` picks the best weights
     # from them. Default: `evaluate_loss` with the objective, and the perplexity.
     evaluate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None = None
+    # Train on packed micro-batches (`objective.pack`); validation keeps padded batches. See `train.packing`.
+    packing: bool = False
 
 
 @dataclass
@@ -153,7 +155,8 @@ class StepStats:
 def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int) -> StepStats:
     """One optimizer step over `window`'s micro-batches."""
     objective = setup.objective
-    micro = [objective.collate([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
+    build = objective.pack if setup.packing and objective.pack is not None else objective.collate
+    micro = [build([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
     checkpointing = setup.checkpointing
     total, denominator = accumulate_step(
         setup.model,
@@ -175,7 +178,7 @@ def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.opti
         )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    inputs = sum(int(mb["attention_mask"].sum()) for mb in micro)
+    inputs = sum(real_tokens(mb) for mb in micro)
     return StepStats(total / denominator, denominator, inputs, grad_norm)
 
 

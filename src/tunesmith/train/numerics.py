@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,17 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the model is called with: a padded batch passes its attention mask, a packed one (no mask) its
+    restarting position ids, from which transformers builds the per-example block-diagonal mask. It does so
+    only without a KV cache, hence use_cache=False (a model loaded with use_cache on would otherwise attend
+    across the packed examples)."""
+    inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
+    if "position_ids" in batch:
+        inputs.update(position_ids=batch["position_ids"], use_cache=False)
+    return inputs
+
+
 def token_loss_sum(
     model: nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, int]:
@@ -73,13 +85,13 @@ def token_loss_sum(
     smoothing = label_smoothing if model.training else 0.0
     parts = _decoder_and_head(model)
     if parts is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         # Prompt tuning returns logits for its virtual tokens first: the real tokens are the last T positions.
         logits = logits[:, logits.shape[1] - targets.shape[1] - 1 : -1]
         loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum", label_smoothing=smoothing)
         return loss, n_tokens
     decoder, head = parts
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = decoder(**model_inputs(batch)).last_hidden_state
     selected, wanted = hidden[:, :-1][mask], targets[mask]
     loss = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, selected.shape[0], _LOGIT_CHUNK):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.data.batching import collate
+from tunesmith.data.batching import collate, collate_packed
 from tunesmith.train.numerics import count_trainable, token_loss_sum
 
 Batch = dict[str, torch.Tensor]
@@ -26,6 +26,8 @@ class Objective:
     count: Callable[[Batch], int]  # items a batch contributes to the step's normaliser
     collate: Callable[[Sequence[Any], int], Batch]  # (examples, pad id) -> tensors
     length: Callable[[Any], int]  # an example's length, for length-grouped batches
+    # Training micro-batches with several examples per row (`train.packing`); None: the task cannot pack.
+    pack: Callable[[Sequence[Any], int], Batch] | None = None
 
 
 CAUSAL_LM = Objective(
@@ -34,4 +36,5 @@ CAUSAL_LM = Objective(
     count=lambda batch: count_trainable(batch["labels"]),
     collate=collate,
     length=lambda example: len(example.input_ids),
+    pack=collate_packed,
 )
