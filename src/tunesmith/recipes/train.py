@@ -98,6 +98,59 @@ def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, An
     return tokenizer, data, check
 
 
+def _loop_setup(
+    cfg: Config,
+    steps: TaskSteps,
+    data: TaskData,
+    tokenizer: Any,
+    model: nn.Module,
+    run_path: Path,
+    hooks: list[StepHook],
+    packing: bool,
+) -> LoopSetup:
+    """Everything the loop needs: data, the task's objective and validation pass, the method's hooks."""
+    bf16 = use_bf16(cfg.train.precision)
+    if bf16:
+        skip_adapter_input_casts(model)
+    method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
+    for line in format_report(parameter_report(model)):
+        console.print(line, highlight=False)
+    return LoopSetup(
+        model,
+        data.prepared.train,
+        data.prepared.val,
+        pad_id(tokenizer),
+        cfg.train,
+        run_path,
+        cfg.run.seed,
+        bf16,
+        cfg.eval.batch_size,
+        hooks,
+        before_step=method_hooks.before_step,
+        objective=steps.objective(cfg),
+        param_groups=method_hooks.param_groups,
+        checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
+        evaluate=steps.evaluator(cfg, data, tokenizer),
+        packing=packing,
+    )
+
+
+def _export_and_summarise(
+    cfg: Config, model: nn.Module, tokenizer: Any, data: TaskData, result: LoopResult, run_path: Path, wall: float
+) -> None:
+    """The export (plus the label map), the loss plot and summary.json."""
+    export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
+    if data.labels is not None:
+        write_task_file(export_dir, cfg.task.name, data.labels)
+    title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
+    plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
+    summary = run_summary(cfg, model, result, data.prepared, export_dir, wall)
+    summary = perplexities({**summary, **_best_metrics(run_path, result.state.best_step)}, summary["base_val_loss"])
+    if data.labels is not None:
+        summary["labels"] = data.labels
+    runs.write_json(run_path / runs.SUMMARY_FILE, summary)
+
+
 def run_task(
     steps: TaskSteps,
     cfg: Config,
@@ -113,54 +166,22 @@ def run_task(
         console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     tokenizer, data, data_check = _prepare(steps, cfg)
     model = load_for_training(cfg, steps, data, tokenizer)
+    # Only objectives that can pack (causal LM) do; the probe checks this model keeps packed examples apart,
+    # and `packing=on` on a model that cannot stops here, before any run folder exists.
+    can_pack = steps.objective(cfg).pack is not None
+    packing = can_pack and resolve_packing(cfg.train.packing, model, use_bf16(cfg.train.precision))
     if not resume:
         run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
     runs.write_json(run_path / "data_report.json", data.prepared.report)
     if data_check is not None:
         runs.write_json(run_path / "data_check.json", data_check)
     runs.set_status(run_path, "running")
-    bf16 = use_bf16(cfg.train.precision)
-    if bf16:
-        skip_adapter_input_casts(model)
-    method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
-    for line in format_report(parameter_report(model)):
-        console.print(line, highlight=False)
+    setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], packing)
     alpha = cfg.regularization.neftune_alpha
     neftune = add_neftune(model, alpha) if alpha else None
-    pad, val = pad_id(tokenizer), data.prepared.val
-    objective = steps.objective(cfg)
-    # Only objectives that can pack (causal LM) do; the probe checks this model really keeps examples apart.
-    packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, bf16)
-    setup = LoopSetup(
-        model,
-        data.prepared.train,
-        val,
-        pad,
-        cfg.train,
-        run_path,
-        cfg.run.seed,
-        bf16,
-        cfg.eval.batch_size,
-        hooks or [],
-        before_step=method_hooks.before_step,
-        objective=objective,
-        param_groups=method_hooks.param_groups,
-        checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
-        evaluate=steps.evaluator(cfg, data, tokenizer),
-        packing=packing,
-    )
     result = _train(setup, cfg, run_path, checkpoint)
     if neftune is not None:
         neftune.remove()  # training noise only: the exported model sees clean embeddings
-    export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
-    if data.labels is not None:
-        write_task_file(export_dir, cfg.task.name, data.labels)
-    title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
-    plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
-    summary = run_summary(cfg, model, result, data.prepared, export_dir, time.perf_counter() - started)
-    summary = perplexities({**summary, **_best_metrics(run_path, result.state.best_step)}, summary["base_val_loss"])
-    if data.labels is not None:
-        summary["labels"] = data.labels
-    runs.write_json(run_path / runs.SUMMARY_FILE, summary)
+    _export_and_summarise(cfg, model, tokenizer, data, result, run_path, time.perf_counter() - started)
     runs.set_status(run_path, "completed")
     return run_path
