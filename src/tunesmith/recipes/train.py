@@ -28,6 +28,7 @@ from tunesmith.train import run_dir as runs
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
+from tunesmith.train.objective import Objective
 from tunesmith.train.packing import resolve_packing
 from tunesmith.train.precision import skip_adapter_input_casts, threads, use_bf16
 from tunesmith.train.regularization import add_neftune, set_dropout
@@ -106,6 +107,7 @@ def _loop_setup(
     model: nn.Module,
     run_path: Path,
     hooks: list[StepHook],
+    objective: Objective,
     packing: bool,
 ) -> LoopSetup:
     """Everything the loop needs: data, the task's objective and validation pass, the method's hooks."""
@@ -127,7 +129,7 @@ def _loop_setup(
         cfg.eval.batch_size,
         hooks,
         before_step=method_hooks.before_step,
-        objective=steps.objective(cfg),
+        objective=objective,
         param_groups=method_hooks.param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
         evaluate=steps.evaluator(cfg, data, tokenizer),
@@ -168,15 +170,15 @@ def run_task(
     model = load_for_training(cfg, steps, data, tokenizer)
     # Only objectives that can pack (causal LM) do; the probe checks this model keeps packed examples apart,
     # and `packing=on` on a model that cannot stops here, before any run folder exists.
-    can_pack = steps.objective(cfg).pack is not None
-    packing = can_pack and resolve_packing(cfg.train.packing, model, use_bf16(cfg.train.precision))
+    objective = steps.objective(cfg)
+    packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, use_bf16(cfg.train.precision))
     if not resume:
         run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
     runs.write_json(run_path / "data_report.json", data.prepared.report)
     if data_check is not None:
         runs.write_json(run_path / "data_check.json", data_check)
     runs.set_status(run_path, "running")
-    setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], packing)
+    setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing)
     alpha = cfg.regularization.neftune_alpha
     neftune = add_neftune(model, alpha) if alpha else None
     result = _train(setup, cfg, run_path, checkpoint)
