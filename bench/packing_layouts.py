@@ -9,13 +9,10 @@ smollm2-135m, LoRA, bf16 autocast, 1 thread, on the quick bench's length-grouped
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-
-ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+from _quick_sft import quick_sft_model_and_data
 
 
 def main() -> None:
@@ -24,26 +21,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from tunesmith.config import load_config
     from tunesmith.data.batching import batch_plan, collate, collate_packed
-    from tunesmith.data.prepare import prepare_data
-    from tunesmith.recipes.common import load_chat_tokenizer
-    from tunesmith.recipes.train import load_for_training
-    from tunesmith.tasks import TASKS
     from tunesmith.train.numerics import token_loss_sum
-    from tunesmith.train.precision import autocast, skip_adapter_input_casts
+    from tunesmith.train.precision import autocast
 
-    with tempfile.TemporaryDirectory() as tmp:
-        lines = ALPACA.read_text().splitlines()
-        train, val = Path(tmp) / "train.jsonl", Path(tmp) / "val.jsonl"
-        train.write_text("\n".join(lines[:96]) + "\n")
-        val.write_text("\n".join(lines[96:128]) + "\n")
-        sets = [f"data.train={train}", f"data.val={val}", "data.format=alpaca", "method.dropout=0"]
-        cfg = load_config(None, sets)
-        tokenizer = load_chat_tokenizer(cfg)
-        data = prepare_data(cfg.data, tokenizer, 0).train
-    model = load_for_training(cfg, TASKS["sft"].steps, None, tokenizer)
-    skip_adapter_input_casts(model)
+    model, data = quick_sft_model_and_data()
     layouts = {
         "padded": lambda ex: collate(ex, 0),
         "packed, capacity = longest (shipped)": lambda ex: collate_packed(ex, 0),

@@ -23,9 +23,9 @@ from tunesmith.models import load_tokenizer
 from tunesmith.recipes.common import pad_id, perplexities, report_drops, restore_best, run_summary
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
-from tunesmith.tasks.heads import HEAD_NAMES, head_of, write_task_file
+from tunesmith.tasks.heads import HEAD_NAMES, head_lr, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
-from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, run_training
+from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, default_param_groups, run_training
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
 from tunesmith.train.objective import Objective
@@ -115,6 +115,9 @@ def _loop_setup(
     if bf16:
         skip_adapter_input_casts(model)
     method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
+    param_groups = method_hooks.param_groups
+    if data.labels is not None:  # classify, ner: a new head
+        param_groups = with_head_lr(param_groups or default_param_groups, head_lr(cfg))
     for line in format_report(parameter_report(model)):
         console.print(line, highlight=False)
     return LoopSetup(
@@ -130,7 +133,7 @@ def _loop_setup(
         hooks,
         before_step=method_hooks.before_step,
         objective=objective,
-        param_groups=method_hooks.param_groups,
+        param_groups=param_groups,
         checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
         evaluate=steps.evaluator(cfg, data, tokenizer),
         packing=packing,

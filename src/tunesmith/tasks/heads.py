@@ -27,6 +27,10 @@ from tunesmith.train.precision import autocast
 
 Kind = Literal["sequence", "token"]
 HEAD_NAMES = tuple(CLASSIFIER_HEADS)
+# A fresh linear head learns at this rate at least. Measured on SST-2 with smollm2-135m (1,000 rows, 63 steps):
+# at full fine-tuning's 2e-5 the head's weights (init std 0.02) moved ~1e-3 and dev accuracy stayed at 55%.
+HEAD_LR_FLOOR = 1e-3
+ParamGroups = Callable[[nn.Module, Any], list[dict]]
 
 
 def _auto_class(kind: Kind) -> Any:
@@ -43,6 +47,33 @@ def head_of(model: nn.Module) -> nn.Module:
         if isinstance(head, nn.Module):
             return head
     raise UserError(f"{type(base).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+
+
+def head_lr(cfg: Config) -> float:
+    """The new head's peak learning rate: `task.head_lr`, or the larger of `train.lr` and HEAD_LR_FLOOR."""
+    return cfg.task.head_lr or max(cfg.train.lr, HEAD_LR_FLOOR)
+
+
+def with_head_lr(build: ParamGroups, lr: float) -> ParamGroups:
+    """`build`'s optimizer groups, with the head's parameters split into groups of their own at `lr`.
+
+    Each split group keeps its weight decay (and name), so only the rate differs; the scheduler scales it
+    like every other group's."""
+
+    def groups(model: nn.Module, train_cfg: Any) -> list[dict]:
+        head = {id(p) for p in head_of(model).parameters()}
+        out = []
+        for group in build(model, train_cfg):
+            body = [p for p in group["params"] if id(p) not in head]
+            own = [p for p in group["params"] if id(p) in head]
+            if body:
+                out.append({**group, "params": body})
+            if own:
+                name = {"name": f"{group['name']}.head"} if "name" in group else {}
+                out.append({**group, "params": own, "lr": lr, **name})
+        return out
+
+    return groups
 
 
 def _fresh_head(head: nn.Module, std: float) -> None:
