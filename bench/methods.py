@@ -225,14 +225,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: per setting)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     parser.add_argument("--table", action="store_true", help="only rebuild the table from results.jsonl")
-    parser.add_argument("--rescore", action="store_true", help="score the finished runs on dev again (no training)")
+    parser.add_argument("--rescore", action="store_true", help="score finished runs of --settings/--methods on dev again")
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
     results_file = OUT / "results.jsonl"
     results = [json.loads(x) for x in results_file.read_text().splitlines()] if results_file.exists() else []
-    if args.rescore:
-        results = [rescore(r) for r in results]
+    if args.rescore:  # the runs of the chosen settings and methods (default: all)
+        results = [rescore(r) if r["setting"] in args.settings and r["method"] in args.methods else r for r in results]
         write_jsonl(results_file, results)
     elif not args.table:
         for setting in args.settings:

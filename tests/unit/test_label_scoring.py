@@ -76,6 +76,22 @@ def test_lora_model_matches_numerics(tiny):
     torch.testing.assert_close(scores, manual, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["prompt", "prefix"])
+def test_prompt_learning_models_match_numerics(tiny, kind):
+    """Their virtual tokens are added inside every forward call, so the shared-cache path cannot score them."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    model, tok = tiny
+    torch.manual_seed(0)
+    config = (PromptTuningConfig if kind == "prompt" else PrefixTuningConfig)(
+        task_type="CAUSAL_LM", num_virtual_tokens=5
+    )
+    peft_model = get_peft_model(AutoModelForCausalLM.from_config(model.config), config).eval()
+    scores = label_logprobs(peft_model, tok, PROMPTS[:3], LABELS, batch_size=2)
+    manual = torch.tensor([[manual_logprob(peft_model, tok, p, label) for label in LABELS] for p in PROMPTS[:3]])
+    torch.testing.assert_close(scores, manual, atol=1e-4, rtol=1e-5)
+
+
 def test_candidates_share_the_prompt(tiny):
     _, tok = tiny
     cand = encode_candidates(tok, PROMPTS[0], LABELS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -58,3 +60,20 @@ def test_off_touches_nothing(tiny_model_dir):
     ac = ActivationCheckpointing(model, "off")
     ac.for_batch(10**6)
     assert ac.layers == [] and not model.is_gradient_checkpointing
+
+
+def test_prefix_tuning_trains_without_checkpointing(tiny_model_dir, tiny_tokenizer):
+    """Its prefix is a key/value cache, which checkpointed layers drop: auto stays off, on is refused."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    from tunesmith.errors import UserError
+
+    config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+    ac = ActivationCheckpointing(model, "auto", min_tokens=1)
+    ac.for_batch(10_000)
+    assert ac.mode == "off" and not ac.layers
+    loss, _ = _grads(model, _batch(tiny_tokenizer))
+    assert math.isfinite(loss)
+    with pytest.raises(UserError, match="does not work with prefix_tuning"):
+        ActivationCheckpointing(model, "on")

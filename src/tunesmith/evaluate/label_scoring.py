@@ -6,7 +6,9 @@ candidate is encoded with `tokenize.encode_examples`, the training encoder. A so
 scores gives probabilities; the argmax is the prediction that classification accuracy counts.
 
 The prompt is shared by all candidates, so it runs once per batch: its key/value cache is repeated for the K
-candidates and only the few label tokens run K times (one forward for all candidates of the batch).
+candidates and only the few label tokens run K times (one forward for all candidates of the batch). PEFT prompt
+and prefix tuning add their virtual tokens inside every forward call, so a second call on a cache would see
+them twice; those models score each prompt + candidate as one whole sequence instead.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tunesmith.data.batching import eval_batches
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded, encode_examples
 from tunesmith.errors import UserError
-from tunesmith.train.numerics import IGNORE_INDEX
+from tunesmith.train.numerics import IGNORE_INDEX, is_prompt_learning
 from tunesmith.train.precision import autocast
 
 NO_TRUNCATION = 1 << 30
@@ -124,6 +126,23 @@ def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> t
     return (logp * (targets != IGNORE_INDEX)).sum(-1).view(len(batch), k)
 
 
+@torch.no_grad()
+def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+    """`score_batch` without the shared cache: every prompt + candidate runs as one right-padded sequence."""
+    k = len(batch[0].suffixes)
+    rows = [c.prefix + s for c in batch for s in c.suffixes]
+    ids = _right_padded(rows, pad_id)
+    mask = _right_padded([[1] * len(r) for r in rows], 0)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = logits[:, logits.shape[1] - ids.shape[1] :].float()  # prompt tuning puts its virtual tokens first
+    starts = torch.tensor([len(c.prefix) for c in batch]).repeat_interleave(k)
+    targets = _right_padded([t for c in batch for t in c.targets], IGNORE_INDEX)
+    at = (starts[:, None] + torch.arange(targets.shape[1])[None, :]).clamp(max=ids.shape[1] - 1)
+    picked = logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))
+    logp = torch.log_softmax(picked, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return (logp * (targets != IGNORE_INDEX)).sum(-1).view(len(batch), k)
+
+
 def label_logprobs(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -142,12 +161,13 @@ def label_logprobs(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [encode_candidates(tokenizer, prompt, labels, max_length) for prompt in prompts]
     scores = torch.empty((len(encoded), len(labels)))
+    score = score_batch_whole if is_prompt_learning(model) else score_batch
     was_training = model.training
     model.eval()
     try:
         for idx in eval_batches([len(c.prefix) for c in encoded], batch_size):
             with autocast(bf16):
-                scores[idx] = score_batch(model, [encoded[i] for i in idx], pad_id)
+                scores[idx] = score(model, [encoded[i] for i in idx], pad_id)
     finally:
         model.train(was_training)
     return scores

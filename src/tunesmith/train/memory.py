@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from tunesmith.errors import UserError
+
 AUTO_MIN_TOKENS = 1024  # padded tokens per micro-batch from which checkpointing pays for itself
 
 
@@ -22,12 +24,23 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _is_prefix_tuned(model: nn.Module) -> bool:
+    peft_type = getattr(getattr(model, "active_peft_config", None), "peft_type", None)
+    return str(getattr(peft_type, "value", peft_type)) == "PREFIX_TUNING"
+
+
 class ActivationCheckpointing:
     """Decides per micro-batch whether transformer layers recompute activations in backward."""
 
     def __init__(self, model: nn.Module, mode: str, min_tokens: int = AUTO_MIN_TOKENS):
         self.mode, self.min_tokens, self.layers = mode, min_tokens, []
         if mode == "off":
+            return
+        if _is_prefix_tuned(model):
+            # The prefix is a key/value cache, and transformers drops the cache in checkpointed layers.
+            if mode == "on":
+                raise UserError("train.activation_checkpointing=on does not work with prefix_tuning; use auto or off")
+            self.mode = "off"
             return
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if not getattr(base, "supports_gradient_checkpointing", False):
