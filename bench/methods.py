@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: per setting)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     parser.add_argument("--table", action="store_true", help="only rebuild the table from results.jsonl")
-    parser.add_argument("--rescore", action="store_true", help="score finished runs of --settings/--methods on dev again")
+    parser.add_argument("--rescore", action="store_true", help="rescore runs of --settings/--methods on dev")
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
