@@ -166,3 +166,42 @@ def test_head_lr_is_refused_outside_classify_and_ner():
 
     with pytest.raises((ConfigError, ValueError), match="head_lr applies to the classify and ner tasks"):
         load_config(None, ["task.head_lr=1e-3"])
+
+
+def test_prompt_tuned_decoder_classifier_reads_each_rows_last_token(tiny_model_dir):
+    """PEFT feeds the decoder embeddings, so transformers cannot find the padding: batched = one at a time."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.tasks.classify import sequence_logits
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    base.config.pad_token_id = 0
+    model = get_peft_model(base, PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4)).eval()
+    examples = [LabeledText([5, 6, 7, 8, 9], 0, 1), LabeledText([5, 6], 1, 2), LabeledText([11, 12, 13], 0, 3)]
+    with torch.no_grad():
+        batched = sequence_logits(model, classify_collate(examples, 0))
+        single = torch.cat([sequence_logits(model, classify_collate([e], 0)) for e in examples])
+        naive = model(**{k: v for k, v in classify_collate(examples, 0).items() if k != "labels"}).logits
+    # Left padding puts the rows' padding between the virtual tokens and the text: a small shift of distances.
+    torch.testing.assert_close(batched, single, atol=1e-3, rtol=1e-2)
+    assert (naive - single).abs().max() > 20 * (batched - single).abs().max()  # the padding's logits
+
+
+def test_prompt_tuned_tagger_scores_the_real_tokens_not_the_virtual_ones(tiny_model_dir):
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForTokenClassification
+
+    from tunesmith.tasks.ner import loss_sum, token_logits
+
+    torch.manual_seed(0)
+    base = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=3)
+    model = get_peft_model(base, PromptTuningConfig(task_type="TOKEN_CLS", num_virtual_tokens=4))
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 7, 8]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([[1, 2, -100, -100]] * 2)}
+    full = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+    assert full.shape[1] == 8 and token_logits(model, batch).shape[1] == 4
+    torch.testing.assert_close(token_logits(model, batch), full[:, 4:])
+    loss, n = loss_sum(model, batch)
+    assert n == 4 and torch.isfinite(loss)

@@ -26,8 +26,9 @@ from tunesmith.data.tokenize import EncodeReport
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.metrics import accuracy, macro_f1
 from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
-from tunesmith.tasks.heads import batched_logits, load_head_model, load_trained
+from tunesmith.tasks.heads import DECODER_HEAD, batched_logits, head_name, load_head_model, load_trained
 from tunesmith.tasks.pooling import set_pooling
+from tunesmith.train.numerics import is_prompt_learning
 from tunesmith.train.objective import Batch, Objective
 from tunesmith.train.precision import use_bf16
 
@@ -52,9 +53,29 @@ def collate(examples: Sequence[LabeledText], pad_id: int) -> Batch:
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([e.label for e in examples])}
 
 
+def left_aligned(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A right-padded batch with its padding moved to the left of each row."""
+    shifts = mask.shape[1] - mask.sum(-1)
+    order = (torch.arange(mask.shape[1])[None, :] - shifts[:, None]) % mask.shape[1]
+    return ids.gather(1, order), mask.gather(1, order)
+
+
+def sequence_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The head's logits for a right-padded batch.
+
+    PEFT prompt tuning hands a decoder `inputs_embeds`, from which transformers cannot find each row's last real
+    token: it reads the last column, a padding token in right-padded rows (measured: SST-2 dev at chance). Those
+    batches are left-padded, so the last column holds every row's last token.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if is_prompt_learning(model) and head_name(model) == DECODER_HEAD:
+        ids, mask = left_aligned(ids, mask)
+    return model(input_ids=ids, attention_mask=mask).logits
+
+
 def loss_sum(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's examples, and how many there are (smoothing in training only)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logits = sequence_logits(model, batch).float()
     smoothing = label_smoothing if model.training else 0.0
     loss = F.cross_entropy(logits, batch["labels"], reduction="sum", label_smoothing=smoothing)
     return loss, int(batch["labels"].numel())
@@ -137,7 +158,7 @@ def predictions(
     """(summed cross-entropy of the labelled examples, class probabilities [N, labels] in example order)."""
     probs: list[torch.Tensor | None] = [None] * len(examples)
     total = torch.zeros(())
-    for idx, batch, logits in batched_logits(model, examples, collate, pad_id, batch_size, bf16):
+    for idx, batch, logits in batched_logits(model, examples, collate, pad_id, batch_size, bf16, sequence_logits):
         known = batch["labels"] >= 0
         if known.any():
             total += F.cross_entropy(logits[known], batch["labels"][known], reduction="sum")

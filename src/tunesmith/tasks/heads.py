@@ -30,6 +30,7 @@ HEAD_NAMES = tuple(CLASSIFIER_HEADS)
 # A fresh linear head learns at this rate at least. Measured on SST-2 with smollm2-135m (1,000 rows, 63 steps):
 # at full fine-tuning's 2e-5 the head's weights (init std 0.02) moved ~1e-3 and dev accuracy stayed at 55%.
 HEAD_LR_FLOOR = 1e-3
+DECODER_HEAD = "score"  # transformers' decoder classifiers (Llama, Mistral, Qwen, GPT-2) name their head so
 ParamGroups = Callable[[nn.Module, Any], list[dict]]
 
 
@@ -39,14 +40,19 @@ def _auto_class(kind: Kind) -> Any:
     return AutoModelForSequenceClassification if kind == "sequence" else AutoModelForTokenClassification
 
 
+def head_name(model: nn.Module) -> str:
+    """The attribute name of a transformers model's classification head (PEFT wrappers looked through)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in HEAD_NAMES:
+        if isinstance(getattr(base, name, None), nn.Module):
+            return name
+    raise UserError(f"{type(base).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+
+
 def head_of(model: nn.Module) -> nn.Module:
     """The classification head module of a transformers model (PEFT wrappers looked through)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for name in HEAD_NAMES:
-        head = getattr(base, name, None)
-        if isinstance(head, nn.Module):
-            return head
-    raise UserError(f"{type(base).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+    return getattr(base, head_name(model))
 
 
 def head_lr(cfg: Config) -> float:
@@ -162,8 +168,12 @@ def batched_logits(
     pad_id: int,
     batch_size: int,
     bf16: bool,
+    forward: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
-    """(example indices, batch, fp32 logits) per length-sorted batch, in eval mode without gradients."""
+    """(example indices, batch, fp32 logits) per length-sorted batch, in eval mode without gradients.
+
+    `forward` computes a batch's logits; default: the model called with the ids and attention mask."""
+    forward = forward or (lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits)
     was_training = model.training
     model.eval()
     try:
@@ -171,7 +181,7 @@ def batched_logits(
             for idx in eval_batches([len(e.input_ids) for e in examples], batch_size):
                 batch = collate([examples[i] for i in idx], pad_id)
                 with autocast(bf16):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    logits = forward(model, batch)
                 yield idx, batch, logits.float()
     finally:
         model.train(was_training)

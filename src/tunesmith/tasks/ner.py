@@ -108,9 +108,15 @@ def encode(
     return out, report
 
 
+def token_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Per-token logits aligned with the batch's tokens (PEFT prompt tuning returns its virtual tokens first)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return logits[:, logits.shape[1] - batch["input_ids"].shape[1] :]
+
+
 def loss_sum(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the tagged first sub-tokens, and how many there are."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = token_logits(model, batch)
     mask = batch["labels"] != IGNORE_INDEX
     smoothing = label_smoothing if model.training else 0.0
     loss = F.cross_entropy(logits[mask].float(), batch["labels"][mask], reduction="sum", label_smoothing=smoothing)
@@ -161,7 +167,7 @@ def tag_words(
     tags: list[list[str]] = [[] for _ in examples]
     confidence: list[list[float]] = [[] for _ in examples]
     total, count = 0.0, 0
-    for idx, batch, logits in batched_logits(model, examples, collate, pad_id, batch_size, bf16):
+    for idx, batch, logits in batched_logits(model, examples, collate, pad_id, batch_size, bf16, token_logits):
         mask = batch["labels"] != IGNORE_INDEX
         if mask.any():
             total += float(F.cross_entropy(logits[mask], batch["labels"][mask], reduction="sum"))
