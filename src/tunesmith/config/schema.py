@@ -272,8 +272,11 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
     activation_checkpointing: OnOffAuto = Field(
         "auto",
-        description="Recompute activations in backward to save memory. auto: only for micro-batches of "
-        ">= 2048 padded tokens, where it costs little or even saves time on CPU.",
+        description="Recompute activations in backward to save memory. auto: only for micro-batches of at least "
+        "checkpointing_min_tokens padded tokens, where it costs little or even saves time on CPU.",
+    )
+    checkpointing_min_tokens: int = Field(
+        1024, ge=1, description="activation_checkpointing auto: padded tokens per micro-batch from which it is on."
     )
     packing: OnOffAuto = Field(
         "off",

@@ -134,7 +134,9 @@ def _loop_setup(
         before_step=method_hooks.before_step,
         objective=objective,
         param_groups=param_groups,
-        checkpointing=ActivationCheckpointing(model, cfg.train.activation_checkpointing),
+        checkpointing=ActivationCheckpointing(
+            model, cfg.train.activation_checkpointing, cfg.train.checkpointing_min_tokens
+        ),
         evaluate=steps.evaluator(cfg, data, tokenizer),
         packing=packing,
     )
