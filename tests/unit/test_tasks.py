@@ -18,7 +18,7 @@ from tunesmith.tasks.base import label_set
 from tunesmith.tasks.classify import LabeledText
 from tunesmith.tasks.classify import collate as classify_collate
 from tunesmith.tasks.classify import loss_sum as classify_loss_sum
-from tunesmith.tasks.heads import head_lr, with_head_lr
+from tunesmith.tasks.heads import with_head_lr
 from tunesmith.tasks.ner import align, space_before_words
 from tunesmith.tasks.pretrain import pack, paragraphs
 from tunesmith.train.numerics import IGNORE_INDEX, accumulate_step
@@ -142,8 +142,7 @@ def test_the_new_head_gets_its_own_rate_in_every_group_and_keeps_its_decay(tiny_
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
     cfg = load_config(None, ["task.name=classify", "train.lr=2e-5", "train.weight_decay=0.1"])
-    assert head_lr(cfg) == 1e-3  # the floor, above train.lr
-    assert head_lr(load_config(None, ["task.name=classify", "task.head_lr=5e-4"])) == 5e-4
+    assert cfg.task.head_lr == 1e-3  # the default, whatever train.lr is
     head = {id(p) for p in model.classifier.parameters()}
     for build in (default_param_groups, lambda m, t: layerwise_lr.scaled_param_groups(m, t, 0.5)):
         groups = with_head_lr(build, 1e-3)(model, cfg.train)
@@ -158,14 +157,6 @@ def test_the_new_head_gets_its_own_rate_in_every_group_and_keeps_its_decay(tiny_
                 assert group.get("lr", cfg.train.lr) < 1e-3
         decays = {g["weight_decay"] for g in groups if {id(p) for p in g["params"]} <= head}
         assert decays == {0.1, 0.0}  # weight and bias keep their groups' decay
-
-
-def test_head_lr_is_refused_outside_classify_and_ner():
-    from tunesmith.config import load_config
-    from tunesmith.errors import UserError as ConfigError
-
-    with pytest.raises((ConfigError, ValueError), match="head_lr applies to the classify and ner tasks"):
-        load_config(None, ["task.head_lr=1e-3"])
 
 
 def test_prompt_tuned_decoder_classifier_reads_each_rows_last_token(tiny_model_dir):

@@ -23,7 +23,7 @@ from tunesmith.models import load_tokenizer
 from tunesmith.recipes.common import pad_id, perplexities, report_drops, restore_best, run_summary
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
-from tunesmith.tasks.heads import HEAD_NAMES, head_lr, head_of, with_head_lr, write_task_file
+from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, default_param_groups, run_training
 from tunesmith.train.memory import ActivationCheckpointing
@@ -116,8 +116,8 @@ def _loop_setup(
         skip_adapter_input_casts(model)
     method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
     param_groups = method_hooks.param_groups
-    if data.labels is not None:  # classify, ner: a new head
-        param_groups = with_head_lr(param_groups or default_param_groups, head_lr(cfg))
+    if data.labels is not None:  # classify, ner: a new head, at its own rate (measured: docs/tasks.md)
+        param_groups = with_head_lr(param_groups or default_param_groups, cfg.task.head_lr)
     for line in format_report(parameter_report(model)):
         console.print(line, highlight=False)
     return LoopSetup(
