@@ -336,7 +336,8 @@ class TaskConfig(Section):
         "(BERT: [CLS] through a dense layer); mean: the mean of the last hidden states. auto: mean. Decoder "
         "models always read the last non-padding token.",
     )
-    head_lr: float = Field(
+    # null (written by runs of 2026-11-29 that predate the default) means the default
+    head_lr: Annotated[float, BeforeValidator(lambda v: 1e-3 if v is None else v)] = Field(
         1e-3,
         gt=0,
         description="classify/ner: peak learning rate of the new head, whatever train.lr is. The head starts from "
