@@ -143,6 +143,7 @@ def test_the_new_head_gets_its_own_rate_in_every_group_and_keeps_its_decay(tiny_
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3)
     cfg = load_config(None, ["task.name=classify", "train.lr=2e-5", "train.weight_decay=0.1"])
     assert cfg.task.head_lr == 1e-3  # the default, whatever train.lr is
+    assert load_config(None, ["task.head_lr=null"]).task.head_lr == 1e-3  # as runs saved it before the default
     head = {id(p) for p in model.classifier.parameters()}
     for build in (default_param_groups, lambda m, t: layerwise_lr.scaled_param_groups(m, t, 0.5)):
         groups = with_head_lr(build, 1e-3)(model, cfg.train)
