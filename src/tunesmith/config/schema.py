@@ -276,7 +276,7 @@ class TrainConfig(Section):
         "checkpointing_min_tokens padded tokens, where it costs little or even saves time on CPU.",
     )
     checkpointing_min_tokens: int = Field(
-        1024, ge=1, description="activation_checkpointing auto: padded tokens per micro-batch from which it is on."
+        512, ge=1, description="activation_checkpointing auto: padded tokens per micro-batch from which it is on."
     )
     packing: OnOffAuto = Field(
         "off",
