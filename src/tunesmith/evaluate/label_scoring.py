@@ -98,6 +98,12 @@ def _right_padded(rows: Sequence[list[int]], fill: int) -> torch.Tensor:
     return out
 
 
+def _summed_target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of its targets (IGNORE_INDEX positions count zero)."""
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return (logp * (targets != IGNORE_INDEX)).sum(-1)
+
+
 @torch.no_grad()
 def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
     """Summed label log-probabilities, shape [len(batch), K]: the prefixes in one forward, then every candidate
@@ -122,8 +128,7 @@ def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> t
         past_key_values=cache,
         use_cache=True,
     ).logits.float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-    return (logp * (targets != IGNORE_INDEX)).sum(-1).view(len(batch), k)
+    return _summed_target_logprobs(logits, targets).view(len(batch), k)
 
 
 @torch.no_grad()
@@ -139,8 +144,7 @@ def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int
     targets = _right_padded([t for c in batch for t in c.targets], IGNORE_INDEX)
     at = (starts[:, None] + torch.arange(targets.shape[1])[None, :]).clamp(max=ids.shape[1] - 1)
     picked = logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))
-    logp = torch.log_softmax(picked, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-    return (logp * (targets != IGNORE_INDEX)).sum(-1).view(len(batch), k)
+    return _summed_target_logprobs(picked, targets).view(len(batch), k)
 
 
 def label_logprobs(
