@@ -77,3 +77,11 @@ def test_prefix_tuning_trains_without_checkpointing(tiny_model_dir, tiny_tokeniz
     assert math.isfinite(loss)
     with pytest.raises(UserError, match="does not work with prefix_tuning"):
         ActivationCheckpointing(model, "on")
+
+
+def test_config_refuses_checkpointing_on_with_prefix_tuning():
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+
+    with pytest.raises(UserError, match="does not work with prefix_tuning"):
+        load_config(None, ["method.name=prefix_tuning", "train.activation_checkpointing=on"])

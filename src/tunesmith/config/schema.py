@@ -434,6 +434,13 @@ class Config(Section):
             raise ValueError(f"train.packing applies to the sft task, not to {self.task.name}")
         return self
 
+    @model_validator(mode="after")
+    def _prefix_tuning_without_checkpointing(self) -> Config:
+        # The prefix is a key/value cache, which transformers drops inside checkpointed layers.
+        if self.method.name == "prefix_tuning" and self.train.activation_checkpointing == "on":
+            raise ValueError("train.activation_checkpointing=on does not work with prefix_tuning; use auto or off")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _default_method_name(cls, data: object) -> object:
