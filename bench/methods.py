@@ -29,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from _sst2 import NAMES, SST2, write_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
 OUT = ROOT / "runs" / "bench-methods"
 DOC = ROOT / "docs" / "methods-bench.md"
-WORDS = {0: "negative", 1: "positive"}
 SYSTEM = "Classify the sentiment of the movie review. Answer positive or negative."
 VAL_ROWS = 300
 
@@ -100,18 +100,13 @@ METHODS: dict[str, dict[str, list[str]]] = {
 }
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def make_data(rows: int) -> dict[str, Path]:
     """train/val/dev files with word labels; val is the rows right after the training rows."""
     source = [json.loads(line) for line in (SST2 / "train.jsonl").read_text().splitlines()[: rows + VAL_ROWS]]
     dev = [json.loads(line) for line in (SST2 / "dev.jsonl").read_text().splitlines()]
     files = {name: OUT / "data" / f"{name}-{rows}.jsonl" for name in ("train", "val")} | {"dev": OUT / "data/dev.jsonl"}
     for name, part in (("train", source[:rows]), ("val", source[rows:]), ("dev", dev)):
-        write_jsonl(files[name], [{"text": r["text"], "label": WORDS[r["label"]]} for r in part])
+        write_jsonl(files[name], [{"text": r["text"], "label": NAMES[r["label"]]} for r in part])
     return files
 
 

@@ -36,22 +36,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _sst2 import NAMES, SST2, read_jsonl, write_jsonl
+
 if TYPE_CHECKING:
     from tunesmith.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = Path("/work/shared/data/sst2")
 CONFIG = ROOT / "configs" / "self-training-sst2.yaml"
-NAMES = {0: "negative", 1: "positive"}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def stratified_sample(indices_by_label: dict[int, list[int]], fraction: float, rng: random.Random) -> list[int]:

@@ -27,19 +27,10 @@ import random
 import time
 from pathlib import Path
 
+from _sst2 import NAMES, SST2, read_jsonl, write_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = Path("/work/shared/data/sst2")
 CONFIG = ROOT / "configs" / "sst2-lora.yaml"
-NAMES = {0: "negative", 1: "positive"}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def make_data(args: argparse.Namespace, data_dir: Path) -> None:
