@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
+from tunesmith.data.batching import split_by_tokens
 from tunesmith.recipes.train import run_train
 from tunesmith.train import loop
 from tunesmith.train.loop import LoopSetup
@@ -85,3 +86,19 @@ def test_packed_training_matches_padded(tiny_model_dir, uneven_data, tmp_path, m
     assert abs(packed["tuned_val_loss"] - padded["tuned_val_loss"]) < 1e-4
     assert packed_weights.keys() == padded_weights.keys()
     assert all(torch.allclose(packed_weights[k], padded_weights[k], atol=1e-4) for k in packed_weights)
+
+
+def test_split_forward_passes_train_like_whole_micro_batches(tiny_model_dir, uneven_data, tmp_path, monkeypatch):
+    passes: list[int] = []
+    train_step = loop._train_step
+
+    def spy(setup: LoopSetup, window, optimizer, step):
+        passes.append(sum(len(split_by_tokens(idx, setup.lengths, setup.cfg.max_forward_tokens)) for idx in window))
+        return train_step(setup, window, optimizer, step)
+
+    monkeypatch.setattr(loop, "_train_step", spy)
+    split, split_weights = _run(tiny_model_dir, uneven_data, tmp_path, "split", "train.max_forward_tokens=100")
+    assert sum(passes) > len(passes)  # micro-batches really were split
+    whole, whole_weights = _run(tiny_model_dir, uneven_data, tmp_path, "whole", "train.max_forward_tokens=null")
+    assert abs(split["tuned_val_loss"] - whole["tuned_val_loss"]) < 1e-5
+    assert all(torch.allclose(split_weights[k], whole_weights[k], atol=1e-5) for k in split_weights)

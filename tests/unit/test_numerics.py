@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tunesmith.data.batching import batch_plan, collate
+from tunesmith.data.batching import batch_plan, collate, split_by_tokens
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
 from tunesmith.train.numerics import IGNORE_INDEX, accumulate_step, count_trainable, mean_loss, token_loss_sum
@@ -79,3 +79,14 @@ def test_batch_plan_is_deterministic_and_complete():
     assert a == batch_plan(lengths, 3, seed=1, epoch=0)
     assert a != batch_plan(lengths, 3, seed=1, epoch=1)
     assert sorted(i for b in a for i in b) == list(range(10))
+
+
+def test_split_by_tokens_bounds_each_forward_pass():
+    lengths = [100, 40, 90, 10, 60, 30, 80, 20]
+    parts = split_by_tokens(range(8), lengths, max_tokens=200)
+    assert sorted(i for p in parts for i in p) == list(range(8))  # nothing lost, nothing repeated
+    assert all(len(p) * max(lengths[i] for i in p) <= 200 for p in parts)
+    assert [lengths[p[0]] for p in parts] == sorted((lengths[p[0]] for p in parts), reverse=True)  # longest first
+    assert split_by_tokens([0, 1], lengths, max_tokens=None) == [[0, 1]]
+    assert split_by_tokens([0, 1], lengths, max_tokens=10_000) == [[0, 1]]
+    assert split_by_tokens([0, 2], lengths, max_tokens=50) == [[0], [2]]  # a row longer than the budget stays whole

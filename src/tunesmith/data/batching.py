@@ -11,6 +11,7 @@ the first token of every packed example carries no label, so no example is train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -52,6 +53,26 @@ def collate(examples: Sequence[Encoded], pad_id: int, left_pad: bool = False) ->
         labels[row, cols] = torch.tensor(ex.labels)
         mask[row, cols] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def split_by_tokens(indices: Sequence[int], lengths: Sequence[int], max_tokens: int | None) -> list[list[int]]:
+    """Split one micro-batch into forward passes of at most `max_tokens` padded tokens each (where rows allow).
+
+    The optimizer step is unchanged: its loss is normalised over all of its micro-batches' tokens
+    (`numerics.accumulate_step`). What changes is the activation memory of each forward pass, and with it the
+    speed on CPU: large fresh activation tensors cost page faults (docs/performance.md). Rows are sorted longest
+    first, so each part is padded only to its own longest row; parts are as even as the budget allows.
+    """
+    rows = sorted(indices, key=lambda i: -lengths[i])
+    if not max_tokens or not rows or len(rows) * lengths[rows[0]] <= max_tokens:
+        return [list(indices)]
+    parts = min(len(rows), math.ceil(len(rows) * lengths[rows[0]] / max_tokens))
+    while True:
+        size = math.ceil(len(rows) / parts)
+        chunks = [rows[s : s + size] for s in range(0, len(rows), size)]
+        if parts == len(rows) or all(len(c) * lengths[c[0]] <= max_tokens for c in chunks):
+            return chunks
+        parts += 1
 
 
 TOKEN_MASK = "token_mask"  # packed batches: 1 on real tokens; not a model input (the model gets position_ids)

@@ -7,6 +7,7 @@ guard and graceful SIGTERM/SIGINT all live here.
 
 from __future__ import annotations
 
+import functools
 import math
 import resource
 import signal
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from tunesmith.config.schema import TrainConfig
-from tunesmith.data.batching import batch_plan, real_tokens
+from tunesmith.data.batching import batch_plan, real_tokens, split_by_tokens
 from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.evaluate.loss import evaluate_loss
@@ -65,6 +66,11 @@ class LoopSetup:
     evaluate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None = None
     # Train on packed micro-batches (`objective.pack`); validation keeps padded batches. See `train.packing`.
     packing: bool = False
+
+    @functools.cached_property
+    def lengths(self) -> list[int]:
+        """Each training example's length, as the objective measures it (batch plans, forward-pass splits)."""
+        return [self.objective.length(e) for e in self.train_data]
 
 
 @dataclass
@@ -138,8 +144,7 @@ def optimized_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[
 
 
 def _step_windows(setup: LoopSetup, epoch: int) -> list[list[list[int]]]:
-    lengths = [setup.objective.length(e) for e in setup.train_data]
-    plan = batch_plan(lengths, setup.cfg.batch_size, setup.seed, epoch)
+    plan = batch_plan(setup.lengths, setup.cfg.batch_size, setup.seed, epoch)
     acc = setup.cfg.grad_accum
     return [plan[i : i + acc] for i in range(0, len(plan), acc)]
 
@@ -156,7 +161,9 @@ def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.opti
     """One optimizer step over `window`'s micro-batches."""
     objective = setup.objective
     build = objective.pack if setup.packing and objective.pack is not None else objective.collate
-    micro = [build([setup.train_data[i] for i in idx], setup.pad_id) for idx in window]
+    lengths, budget = setup.lengths, setup.cfg.max_forward_tokens
+    parts = [part for idx in window for part in split_by_tokens(idx, lengths, budget)]
+    micro = [build([setup.train_data[i] for i in part], setup.pad_id) for part in parts]
     checkpointing = setup.checkpointing
     total, denominator = accumulate_step(
         setup.model,

@@ -1,12 +1,11 @@
-"""Activation checkpointing, switched per micro-batch: only where the batch is large enough to need it.
+"""Activation checkpointing, switched per forward pass: only where the pass is large enough to need it.
 
-Measured on smollm2-135m LoRA, bf16, 2 cores (8 sequences per batch): at 8×112 tokens checkpointing cost 11% of
-step time for 40% less memory; at 8×256 it cost 3% for 50% less; at 8×512 it was faster (9.9 s vs 17.5 s a step,
-2.7 GB vs 6.1 GB peak) because fresh activation memory costs page faults. On the 400-row anchor run a
-threshold of 2048 tokens gave 390 tok/s at 4.6 GB peak, 1024 gave 383 tok/s at 3.6 GB, always-on 2.2 GB at
--5% speed (quick run). On an AMD EPYC without AMX (2026-11-29), 1024 gave 231.0 tok/s at 3,478 MB and 512 gave
-219.2 tok/s at 3,010 MB: 512 is the default, the first that keeps peak memory under half of TRL's (6,326 MB)
-while staying above 4x its speed. `train.activation_checkpointing: on` minimises memory.
+The loop first splits micro-batches into forward passes of at most `train.max_forward_tokens` padded tokens,
+which bounds activation memory without recomputing anything. Checkpointing is left for passes that are still
+large: rows longer than that budget, or runs with no split. Measured on smollm2-135m LoRA, bf16, 2 cores (AMD
+EPYC, 2026-11-29; the longest batches of the 400-row anchor): one pass per micro-batch 267 tok/s at 4,882 MB,
+always checkpointing 206 tok/s at 2,055 MB, passes of at most 1,024 tokens 356 tok/s at 2,500 MB.
+`train.activation_checkpointing: on` minimises memory.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from torch import nn
 
 from tunesmith.errors import UserError
 
-AUTO_MIN_TOKENS = 512  # padded tokens per micro-batch from which checkpointing is on (train.checkpointing_min_tokens)
+AUTO_MIN_TOKENS = 2048  # padded tokens per forward pass from which checkpointing is on (train.checkpointing_min_tokens)
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
@@ -61,6 +60,6 @@ class ActivationCheckpointing:
             layer.gradient_checkpointing = enabled
 
     def for_batch(self, padded_tokens: int) -> None:
-        """Switch on for large micro-batches when the mode is auto."""
+        """Switch on for large forward passes when the mode is auto."""
         if self.mode == "auto":
             self.set(padded_tokens >= self.min_tokens)
