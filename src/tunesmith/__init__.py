@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from tunesmith.compat import quiet_optional_kernel_notice  # noqa: E402
+from tunesmith.compat import limit_onednn_kernel_cache, quiet_optional_kernel_notice  # noqa: E402
 
 quiet_optional_kernel_notice()
+limit_onednn_kernel_cache()

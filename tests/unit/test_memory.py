@@ -85,3 +85,11 @@ def test_config_refuses_checkpointing_on_with_prefix_tuning():
 
     with pytest.raises(UserError, match="does not work with prefix_tuning"):
         load_config(None, ["method.name=prefix_tuning", "train.activation_checkpointing=on"])
+
+
+def test_release_freed_memory_trims_the_glibc_heap_on_linux():
+    import sys
+
+    from tunesmith.train.memory import release_freed_memory
+
+    assert release_freed_memory() is sys.platform.startswith("linux")

@@ -30,3 +30,15 @@ def test_skip_adapter_casts_keeps_the_autocast_result(tiny_model_dir):
         after = model(input_ids=ids).logits.float()
     assert torch.allclose(before, after, atol=1e-2)
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_import_caps_the_onednn_kernel_cache_unless_the_user_set_it():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, tunesmith; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True).strip() == "64"
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "7"
+    assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True).strip() == "7"

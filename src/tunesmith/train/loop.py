@@ -30,7 +30,7 @@ from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.train import checkpoint as ckpt
-from tunesmith.train.memory import ActivationCheckpointing
+from tunesmith.train.memory import ActivationCheckpointing, release_freed_memory
 from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.monitor import BestMetric, judge
 from tunesmith.train.numerics import accumulate_step
@@ -313,6 +313,8 @@ class _Trainer:
             tokens_per_s=round(tps, 1),
             peak_rss_mb=peak_rss_mb(),
         )
+        if self.cfg.trim_memory_every and state.step % self.cfg.trim_memory_every == 0:
+            release_freed_memory()
         val = None
         if state.step % self.cfg.eval_every == 0 or state.step == self.total:
             val = self.evaluate()

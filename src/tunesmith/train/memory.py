@@ -10,6 +10,11 @@ always checkpointing 206 tok/s at 2,055 MB, passes of at most 1,024 tokens 356 t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import sys
+
 from torch import nn
 
 from tunesmith.errors import UserError
@@ -63,3 +68,27 @@ class ActivationCheckpointing:
         """Switch on for large forward passes when the mode is auto."""
         if self.mode == "auto":
             self.set(padded_tokens >= self.min_tokens)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None  # musl has no malloc_trim
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that glibc keeps after tensors are freed back to the OS (`malloc_trim`); False elsewhere.
+
+    Activation sizes change with every batch's length, so freed blocks rarely fit the next request and the heap
+    keeps growing: on the 400-row anchor bench resident memory rose from 1.5 GB after the first step to 3.2 GB by
+    the last. Trimming after every step kept it at 0.9-1.2 GB between steps, but the peak (inside a step) fell
+    less and speed paid: every 5 steps 2,933 MB instead of 3,160 MB at 9% less speed, because pages must be
+    faulted in again. Hence `train.trim_memory_every` is off by default.
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0) >= 0)
