@@ -6,6 +6,7 @@ Usage: python bench/_sft_speed_worker.py TRAIN.jsonl EVAL.jsonl N_EVAL OUT_DIR [
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 
@@ -64,6 +65,7 @@ def main() -> None:
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "eval_loss": round(summary["tuned_val_loss"], 4),
                 "overrides": extra,
+                "allocator": "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "system",
             }
         )
     )

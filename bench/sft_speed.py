@@ -56,9 +56,9 @@ def write_splits(folder: Path, n_train: int, n_eval: int) -> tuple[Path, Path]:
     return train, evald
 
 
-def run_json(cmd: list[str]) -> dict:
+def run_json(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     """Run a command and return the last JSON line it printed."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[1]} failed:\n{proc.stderr[-3000:]}")
     return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
@@ -69,6 +69,10 @@ def run_trl(model_dir: str, train: Path, evald: Path, n_train: int, n_eval: int)
 
 
 def run_tunesmith(train: Path, evald: Path, n_eval: int, out: Path, extra: list[str]) -> dict:
+    """The worker runs with the allocator `tunesmith train` would restart with (jemalloc when installed)."""
+    from tunesmith.allocator import find_jemalloc, preload_env
+
+    env = preload_env(os.environ, find_jemalloc())
     return run_json(
         [
             sys.executable,
@@ -78,7 +82,8 @@ def run_tunesmith(train: Path, evald: Path, n_eval: int, out: Path, extra: list[
             str(n_eval),
             str(out),
             *extra,
-        ]
+        ],
+        env,
     )
 
 

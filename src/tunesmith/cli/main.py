@@ -9,6 +9,7 @@ import warnings
 import typer
 from rich.markup import escape
 
+from tunesmith.allocator import restart_with_jemalloc
 from tunesmith.cli import (
     audit_cmd,
     chat_cmd,
@@ -69,6 +70,7 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     """Console entry point: user mistakes are one line on stderr and a non-zero exit, never a traceback."""
+    restart_with_jemalloc(sys.argv)
     _quiet_libraries()
     try:
         app()
