@@ -8,6 +8,8 @@ import pytest
 
 from tunesmith import allocator
 
+pytestmark = pytest.mark.unit
+
 
 def test_preload_env_adds_jemalloc_in_front_of_existing_preloads():
     env = allocator.preload_env({"LD_PRELOAD": "libfoo.so", "PATH": "/bin"}, "libjemalloc.so.2")
