@@ -11,6 +11,8 @@ import resource
 import sys
 
 from tunesmith.config import load_config
+from tunesmith.data.prepare import prepare_data
+from tunesmith.recipes.common import load_chat_tokenizer
 from tunesmith.recipes.train import run_train
 
 # TRL SFTConfig/PEFT defaults used by the anchor: linear decay, no warmup, no weight decay, clip 1.0, LoRA dropout 0.
@@ -49,6 +51,8 @@ def main() -> None:
         ],
     )
     run_dir = run_train(cfg)
+    # Per-example lengths for the attention FLOPs of the MFU (a token-cache hit, outside the timed run).
+    lengths = [len(e.input_ids) for e in prepare_data(cfg.data, load_chat_tokenizer(cfg), cfg.run.seed).train]
     summary = json.loads((run_dir / "summary.json").read_text())
     report = json.loads((run_dir / "data_report.json").read_text())["train"]
     train_s = summary["train_seconds"] - summary["eval_seconds"]
@@ -59,7 +63,8 @@ def main() -> None:
                 "n_train": report["encoded"],
                 "train_tokens": report["tokens"],
                 "supervised_tokens": report["trainable_tokens"],
-                "mean_len": report["tokens"] / max(report["encoded"], 1),
+                "sum_sq_len": sum(n * n for n in lengths),
+                "trainable_params": summary["trainable_params"],
                 "train_s": round(train_s, 1),
                 "train_tokens_per_s": round(report["tokens"] / train_s, 1),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

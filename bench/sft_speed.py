@@ -6,11 +6,18 @@
 Each system runs in its own subprocess (clean peak RSS), alternating order across rounds. Throughput is
 non-padding tokens of the tokenized train set divided by train wall time, as in ../shared/bench/trl_baseline.py.
 
-MFU = achieved model FLOP/s ÷ a bf16 matmul peak measured in the same run. Model FLOPs per LoRA step, with the
-base frozen: forward 2·N_body·T plus backward-through-activations 2·N_body·T (no base weight gradients), plus
-4·V·d per supervised token for the lm_head (tunesmith computes logits only there; counting the same useful
-FLOPs for TRL, which computes them everywhere, is the fair comparison), plus attention 8·L·d·T·S̄/2
-(causal; S̄ = mean sequence length). N_body = parameters outside the embeddings.
+MFU = achieved model FLOP/s ÷ a bf16 matmul peak measured in the same run. Useful FLOPs of a LoRA run over T
+non-padding tokens, with the base frozen (padding and recomputation are not counted):
+- base linears: forward 2·N_body·T plus backward through the activations 2·N_body·T (no base weight gradients);
+  N_body = parameters outside the embeddings;
+- adapters: 6·N_lora·T (forward, activation gradients and weight gradients of the trainable parameters);
+- lm_head: 4·V·d per supervised token (tunesmith computes logits only there; counting the same useful FLOPs for
+  TRL, which computes them everywhere, is the fair comparison);
+- causal attention: per layer and example of S tokens, QKᵀ and PV cost 2·d·S(S+1) forward and twice that
+  backward (gradients for Q, K and V), so 6·L·d·Σ S(S+1) in all.
+Runs recorded before 2026-11-29 21:00 used 4·L·d·T·S̄ for attention (backward counted once, S̄ the mean
+length instead of the per-example sum of squares) and left the adapters out; each run's JSON line also gives
+that figure (`mfu_old_formula`).
 """
 
 from __future__ import annotations
@@ -87,16 +94,19 @@ def run_tunesmith(train: Path, evald: Path, n_eval: int, out: Path, extra: list[
     )
 
 
-def model_flops(model_dir: str, tokens: int, supervised: int, mean_len: float) -> float:
-    """Useful training FLOPs of a LoRA run (see the module docstring)."""
+def model_flops(model_dir: str, run: dict, legacy: bool = False) -> float:
+    """Useful training FLOPs of a LoRA run (see the module docstring); `legacy`: the formula used before."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_dir)
     d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    per_layer = d * d * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size
-    body = per_layer * layers
-    return 4 * body * tokens + 4 * vocab * d * supervised + 8 * layers * d * tokens * mean_len / 2
+    body = (d * d * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size) * layers
+    tokens, head = run["train_tokens"], 4 * vocab * d * run["supervised_tokens"]
+    if legacy:
+        return 4 * body * tokens + head + 4 * layers * d * tokens * tokens / run["n_train"]
+    pairs = run["sum_sq_len"] + tokens  # Σ S(S+1)
+    return 4 * body * tokens + 6 * run["trainable_params"] * tokens + head + 6 * layers * d * pairs
 
 
 def main() -> None:
@@ -125,11 +135,8 @@ def main() -> None:
                     res = run_trl(model_dir, train, evald, n_train, n_eval)
                 else:
                     res = run_tunesmith(train, evald, n_eval, Path(tmp) / f"runs{round_}", args.overrides)
-                    res["mfu"] = (
-                        model_flops(model_dir, res["train_tokens"], res["supervised_tokens"], res["mean_len"])
-                        / res["train_s"]
-                        / (peak * 1e9)
-                    )
+                    res["mfu"] = model_flops(model_dir, res) / res["train_s"] / (peak * 1e9)
+                    res["mfu_old_formula"] = model_flops(model_dir, res, legacy=True) / res["train_s"] / (peak * 1e9)
                 print(json.dumps({"round": round_, **res}), flush=True)
                 results[system].append(res)
     report(results, peak)
@@ -157,6 +164,7 @@ def report(results: dict[str, list[dict]], peak: float) -> None:
         f"{(ours_loss - trl_loss if trl_loss else float('nan')):+.4f} (target <= +0.02) |"
     )
     print(f"| MFU | - | {best('tunesmith', 'mfu'):.1%} | target >= 40% of {peak:.0f} GFLOP/s |")
+    print(f"| MFU, formula before 2026-11-29 21:00 | - | {best('tunesmith', 'mfu_old_formula'):.1%} | |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,15 @@ from transformers import AutoModelForCausalLM
 from tunesmith.data.batching import batch_plan, collate, split_by_tokens
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
-from tunesmith.train.numerics import IGNORE_INDEX, accumulate_step, count_trainable, mean_loss, token_loss_sum
+from tunesmith.train.numerics import (
+    IGNORE_INDEX,
+    accumulate_step,
+    count_trainable,
+    is_causal_decoder,
+    mean_loss,
+    model_inputs,
+    token_loss_sum,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -43,6 +51,33 @@ def test_selective_head_matches_full_logits(model, encoded, tiny_tokenizer):
     reference = model(**batch).loss  # HF's own mean over shifted non-ignored labels
     assert n == count_trainable(batch["labels"])
     assert torch.allclose(loss_sum / n, reference, atol=1e-5)
+
+
+def test_right_padded_causal_batches_drop_the_mask_and_keep_loss_and_gradients(model, encoded, tiny_tokenizer):
+    batch = collate(encoded, tiny_tokenizer.pad_token_id)
+    assert (batch["attention_mask"] == 0).any()  # the test needs real padding
+    assert is_causal_decoder(model.get_decoder())
+    assert model_inputs(batch, causal=True)["attention_mask"] is None
+    loss_sum, n = token_loss_sum(model, batch)
+    (loss_sum / n).backward()
+    fast = _grads(model)
+    model.zero_grad()
+    reference = model(**batch).loss  # with the padding mask
+    reference.backward()
+    assert torch.allclose(loss_sum / n, reference, atol=1e-6)
+    for name, grad in _grads(model).items():
+        assert torch.allclose(fast[name], grad, atol=1e-6), name
+
+
+def test_the_mask_stays_for_left_padding_and_non_causal_models(encoded, tiny_tokenizer):
+    left = collate(encoded, tiny_tokenizer.pad_token_id, left_pad=True)
+    assert model_inputs(left, causal=True)["attention_mask"] is left["attention_mask"]
+    right = collate(encoded, tiny_tokenizer.pad_token_id)
+    assert model_inputs(right)["attention_mask"] is right["attention_mask"]
+    encoder = torch.nn.Module()
+    encoder.is_causal = False
+    assert not is_causal_decoder(encoder)
+    assert not is_causal_decoder(torch.nn.Linear(2, 2))  # no attention module says it is causal
 
 
 def test_padding_and_prompt_tokens_carry_no_loss(encoded, tiny_tokenizer):

@@ -25,6 +25,7 @@ from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
+from tunesmith.train.attention import training_attention
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, default_param_groups, run_training
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
@@ -76,7 +77,7 @@ def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
     """The loop, with the run's status kept current; leaves the best weights in the model."""
     try:
-        with threads(cfg.train.threads):
+        with threads(cfg.train.threads), training_attention(setup.model, cfg.train.attention):
             result = run_training(setup, resume_from=checkpoint)
             restore_best(setup.model, run_path)
     except TrainingInterrupted as stop:

@@ -8,6 +8,7 @@ bug) weights short micro-batches too much under gradient accumulation.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,12 +60,36 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+_CAUSAL_DECODERS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def is_causal_decoder(decoder: nn.Module) -> bool:
+    """True when every attention module of `decoder` declares itself causal (transformers' `is_causal`)."""
+    if decoder not in _CAUSAL_DECODERS:
+        flags = [m.is_causal for m in decoder.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+        _CAUSAL_DECODERS[decoder] = bool(flags) and all(flags)
+    return _CAUSAL_DECODERS[decoder]
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """True when every row is its tokens followed only by padding (no gaps, no left padding)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
+def model_inputs(batch: dict[str, torch.Tensor], causal: bool = False) -> dict[str, Any]:
     """What the model is called with: a padded batch passes its attention mask, a packed one (no mask) its
     restarting position ids, from which transformers builds the per-example block-diagonal mask. It does so
     only without a KV cache, hence use_cache=False (a model loaded with use_cache on would otherwise attend
-    across the packed examples)."""
-    inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
+    across the packed examples).
+
+    `causal`: the model is a plain causal decoder whose padding positions are never scored. A right-padded
+    batch then needs no mask: under the causal mask a real token only sees earlier positions, all real, so its
+    output is the same, and attention runs its causal kernel without a padding mask (measured 5-7% faster per
+    training step on CPU, docs/performance.md)."""
+    mask = batch.get("attention_mask")
+    if causal and mask is not None and is_right_padded(mask):
+        mask = None
+    inputs: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": mask}
     if "position_ids" in batch:
         inputs.update(position_ids=batch["position_ids"], use_cache=False)
     return inputs
@@ -91,7 +116,7 @@ def token_loss_sum(
         loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum", label_smoothing=smoothing)
         return loss, n_tokens
     decoder, head = parts
-    hidden = decoder(**model_inputs(batch)).last_hidden_state
+    hidden = decoder(**model_inputs(batch, causal=is_causal_decoder(decoder))).last_hidden_state
     selected, wanted = hidden[:, :-1][mask], targets[mask]
     loss = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, selected.shape[0], _LOGIT_CHUNK):
