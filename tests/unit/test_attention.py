@@ -32,8 +32,10 @@ def _grads_of(fn, tensors):
     return out.detach(), grads
 
 
+@pytest.mark.parametrize("block", [128, 4])  # one block; blocks of 4 query positions, the last one partial
 @pytest.mark.parametrize("kv_heads", [1, 2, 6])
-def test_matmul_attention_equals_sdpa_forward_and_backward(kv_heads):
+def test_matmul_attention_equals_sdpa_forward_and_backward(kv_heads, block, monkeypatch):
+    monkeypatch.setattr(attention, "_QUERY_BLOCK", block)
     q, k, v = _qkv(kv_heads=kv_heads)
     ours, our_grads = _grads_of(lambda q, k, v: matmul_causal_attention(q, k, v, 0.3), (q, k, v))
     reference, ref_grads = _grads_of(
@@ -45,7 +47,7 @@ def test_matmul_attention_equals_sdpa_forward_and_backward(kv_heads):
 
 
 def test_matmul_attention_in_bf16_stays_close_to_float64():
-    q, k, v = _qkv(batch=2, heads=9, kv_heads=3, length=64, dim=64, dtype=torch.bfloat16)
+    q, k, v = _qkv(batch=2, heads=9, kv_heads=3, length=300, dim=64, dtype=torch.bfloat16)
     exact = F.scaled_dot_product_attention(
         *(t.detach().double() for t in (q, k, v)), is_causal=True, scale=0.125, enable_gqa=True
     )

@@ -1,9 +1,9 @@
-"""Causal attention for CPU training as three batched matmuls (`train.attention`).
+"""Causal attention for CPU training as batched matmuls (`train.attention`).
 
-On CPU, torch's fused SDPA kernel is slow where training spends its time: its backward costs 18-24 ms per layer
-for 8 rows of 128 tokens (9 heads of 64), where `baddbmm` + `softmax` + `bmm` take 4.4 ms forward and backward
-together, and the gap grows as rows get shorter (`python bench/attention_kernels.py`). The batched matmuls run
-at the machine's matmul peak; the fused kernel does not.
+On CPU, torch's fused SDPA kernel is slow where training spends its time: forward + backward of one layer on
+8 rows of 128 tokens (9 heads of 64, bf16) take it 16-19 ms, against 4 ms for `baddbmm` + `softmax` + `bmm` over
+blocks of 128 query positions (`python bench/attention_kernels.py`: 2.5-5x for rows of 64-512 tokens). The
+batched matmuls run near the machine's matmul peak; the fused kernel does not.
 
 The fast path applies only where it computes the same function: a causal self-attention (the module says so)
 without a mask (`numerics.model_inputs` drops the mask of right-padded batches), no dropout, no soft-capping or
@@ -32,28 +32,40 @@ NAME = "tunesmith_cpu_causal"
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "output_attentions")
 
 
-@functools.lru_cache(maxsize=32)
-def _causal_bias(groups: int, length: int, dtype: torch.dtype) -> torch.Tensor:
-    """(groups·length, length) additive mask: row r is query position r mod length."""
-    upper = torch.full((length, length), float("-inf"), dtype=dtype).triu(1)
-    return upper.repeat(groups, 1)
+_QUERY_BLOCK = 128  # query rows per matmul block: measured fastest of 32-256 (bench/attention_kernels.py)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_bias(groups: int, start: int, rows: int, keys: int, dtype: torch.dtype) -> torch.Tensor:
+    """(groups·rows, keys) additive mask for query positions start..start+rows-1 (row r is position
+    start + r mod rows) over key positions 0..keys-1."""
+    position = torch.arange(start, start + rows)[:, None]
+    bias = torch.zeros(rows, keys, dtype=dtype).masked_fill_(torch.arange(keys)[None, :] > position, float("-inf"))
+    return bias.repeat(groups, 1)
 
 
 def matmul_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(QKᵀ·scale + causal mask)·V for q (B, H, S, D) and k, v (B, KV, S, D); returns (B, H, S, D).
 
     The H/KV query heads that share a key/value head are stacked along the rows, so grouped-query attention
-    needs no copies of the keys and values, and each matmul is one large batched call.
+    needs no copies of the keys and values. Queries go in blocks of 128 positions, each against the keys up to
+    its last position: that skips most of the masked half of QKᵀ and keeps each block's scores cache-sized.
     """
     batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
+    kv_heads, value_dim = key.shape[1], value.shape[-1]
     groups = heads // kv_heads
-    q = query.reshape(batch * kv_heads, groups * length, dim)
+    q = query.reshape(batch * kv_heads, groups, length, dim)
     k = key.reshape(batch * kv_heads, length, dim)
-    v = value.reshape(batch * kv_heads, length, value.shape[-1])
-    bias = _causal_bias(groups, length, query.dtype)
-    probs = torch.softmax(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale), dim=-1)
-    return torch.bmm(probs, v).view(batch, heads, length, value.shape[-1])
+    v = value.reshape(batch * kv_heads, length, value_dim)
+    blocks = []
+    for start in range(0, length, _QUERY_BLOCK):
+        end = min(start + _QUERY_BLOCK, length)
+        rows = q[:, :, start:end].reshape(batch * kv_heads, groups * (end - start), dim)
+        bias = _causal_bias(groups, start, end - start, end, query.dtype)
+        probs = torch.softmax(torch.baddbmm(bias, rows, k[:, :end].transpose(1, 2), alpha=scale), dim=-1)
+        blocks.append(torch.bmm(probs, v[:, :end]).view(batch * kv_heads, groups, end - start, value_dim))
+    out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+    return out.view(batch, heads, length, value_dim)
 
 
 def _fast_path_applies(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any, kwargs: dict) -> bool:
