@@ -3,11 +3,12 @@
     python bench/step_speed.py                          # every setting below, one fresh process each
     python bench/step_speed.py --setting threads=1      # one of them
 
-smollm2-135m as `tunesmith train` loads it (bf16 base, fp32 LoRA, bf16 autocast), the first 10 length-grouped
-micro-batches of 8 Alpaca rows; each runs once to warm up, then the second pass is timed. Settings: torch
-intra-op threads (1, all cores, twice the cores; the thread count is set through OMP_NUM_THREADS before torch
-starts), OpenMP threads bound to cores, SDPA's math kernel instead of the CPU flash kernel, and no attention mask
-(right padding under a causal mask: real tokens never see the padding).
+smollm2-135m as `tunesmith train` loads it (bf16 base, fp32 LoRA, bf16 autocast, attention as batched matmuls,
+right-padded batches without a mask), the first 10 length-grouped micro-batches of 8 Alpaca rows; each runs once
+to warm up, then the second pass is timed. Settings: torch intra-op threads (1, all cores, twice the cores; the
+thread count is set through OMP_NUM_THREADS before torch starts), OpenMP threads bound to cores, torch's fused
+SDPA kernel instead of the matmul attention (`train.attention=model`), SDPA's math kernel, and the padding mask
+kept (SDPA with a mask).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ SETTINGS = {
     "threads=1": {"OMP_NUM_THREADS": "1"},
     f"threads={2 * (os.cpu_count() or 1)}": {"OMP_NUM_THREADS": str(2 * (os.cpu_count() or 1))},
     "threads bound to cores": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"},
+    "attention=sdpa": {},
     "sdpa=math": {},
-    "no attention mask": {},
+    "attention mask kept": {},
 }
 
 
@@ -34,7 +36,9 @@ def measure(setting: str, n_batches: int) -> None:
     from _quick_sft import quick_sft_model_and_data
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    import tunesmith.train.numerics as numerics
     from tunesmith.data.batching import batch_plan, collate
+    from tunesmith.train.attention import training_attention
     from tunesmith.train.numerics import token_loss_sum
     from tunesmith.train.precision import autocast
 
@@ -44,14 +48,14 @@ def measure(setting: str, n_batches: int) -> None:
     plan = batch_plan([len(e.input_ids) for e in data], 8, 0, 0)[:n_batches]
     batches = [collate([data[i] for i in idx], 0) for idx in plan]
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    if setting == "no attention mask":
-        for batch in batches:
-            batch["attention_mask"] = None
+    if setting == "attention mask kept":
+        numerics.is_right_padded = lambda mask: False
     kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if setting == "sdpa=math" else contextlib.nullcontext
+    matmul_attention = setting not in ("attention=sdpa", "sdpa=math")  # a kept mask goes to SDPA anyway
     for timed in (False, True):
         start = time.perf_counter()
         for batch in batches:
-            with autocast(True), kernel():
+            with autocast(True), kernel(), training_attention(model, matmul_attention):
                 loss, n = token_loss_sum(model, batch)
             (loss / n).backward()
             optimizer.step()

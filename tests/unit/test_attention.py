@@ -83,7 +83,7 @@ def model(tiny_model_dir):
 
 def _batch(tiny_tokenizer):
     rows = [
-        Example(line=i + 1, messages=({"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "ok " * i}))
+        Example(line=i, messages=({"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "ok " * i}))
         for i in range(1, 6)
     ]
     return collate(encode_examples(tiny_tokenizer, rows, 64)[0], tiny_tokenizer.pad_token_id)
@@ -97,17 +97,17 @@ def test_training_attention_switches_the_model_and_restores_it(model, tiny_token
     batch = _batch(tiny_tokenizer)
     model.train()
     reference, n = token_loss_sum(model, batch)
-    with training_attention(model, "auto") as on:
+    with training_attention(model) as on:
         assert on and model.config._attn_implementation == NAME
         fast, _ = token_loss_sum(model, batch)
     assert model.config._attn_implementation == "sdpa"
     assert len(used) == model.config.num_hidden_layers  # every layer took the fast path (right padding: no mask)
     assert torch.allclose(fast, reference, atol=1e-5 * n)
-    with training_attention(model, "model") as on:
+    with training_attention(model, enabled=False) as on:
         assert not on and model.config._attn_implementation == "sdpa"
 
 
 def test_a_model_on_eager_attention_is_left_alone(tiny_model_dir):
     eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
-    with training_attention(eager, "auto") as on:
+    with training_attention(eager) as on:
         assert not on and eager.config._attn_implementation == "eager"

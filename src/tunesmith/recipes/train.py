@@ -77,7 +77,8 @@ def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
     """The loop, with the run's status kept current; leaves the best weights in the model."""
     try:
-        with threads(cfg.train.threads), training_attention(setup.model, cfg.train.attention):
+        matmul_attention = cfg.train.attention == "auto"
+        with threads(cfg.train.threads), training_attention(setup.model, matmul_attention):
             result = run_training(setup, resume_from=checkpoint)
             restore_best(setup.model, run_path)
     except TrainingInterrupted as stop:

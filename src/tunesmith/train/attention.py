@@ -112,11 +112,11 @@ def _pretrained(model: nn.Module) -> nn.Module | None:
 
 
 @contextlib.contextmanager
-def training_attention(model: nn.Module, mode: str) -> Iterator[bool]:
-    """Within the block, a model on SDPA uses `cpu_causal_attention` (mode "auto"); yields whether it does.
+def training_attention(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
+    """Within the block, a model on SDPA uses `cpu_causal_attention`; yields whether it does.
 
     The model's own setting comes back afterwards, so exports and later inference are unchanged."""
-    base = _pretrained(model) if mode == "auto" else None
+    base = _pretrained(model) if enabled else None
     original = getattr(getattr(base, "config", None), "_attn_implementation", None)
     if base is None or original != "sdpa" or next(base.parameters()).device.type != "cpu":
         yield False
