@@ -84,7 +84,7 @@ def model_inputs(batch: dict[str, torch.Tensor], causal: bool = False) -> dict[s
 
     `causal`: the model is a plain causal decoder whose padding positions are never scored. A right-padded
     batch then needs no mask: under the causal mask a real token only sees earlier positions, all real, so its
-    output is the same, and attention runs its causal kernel without a padding mask (measured 5-7% faster per
+    output is the same, and attention runs its causal kernel without a padding mask (measured 5-10% faster per
     training step on CPU, docs/performance.md)."""
     mask = batch.get("attention_mask")
     if causal and mask is not None and is_right_padded(mask):
