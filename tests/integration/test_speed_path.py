@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tunesmith.train.attention as attention
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
 from tunesmith.data.batching import split_by_tokens
@@ -106,8 +107,6 @@ def test_split_forward_passes_train_like_whole_micro_batches(tiny_model_dir, une
 
 
 def test_matmul_attention_trains_like_sdpa(tiny_model_dir, uneven_data, tmp_path, monkeypatch):
-    import tunesmith.train.attention as attention
-
     used = []
     fast_path = attention.matmul_causal_attention
     monkeypatch.setattr(attention, "matmul_causal_attention", lambda *a: used.append(1) or fast_path(*a))
