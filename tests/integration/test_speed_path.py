@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import tunesmith.train.attention as attention
+import tunesmith.train.fused as fused
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
 from tunesmith.data.batching import split_by_tokens
@@ -116,3 +117,14 @@ def test_matmul_attention_trains_like_sdpa(tiny_model_dir, uneven_data, tmp_path
     assert abs(fast["base_val_loss"] - plain["base_val_loss"]) < 1e-6  # evaluation keeps SDPA either way
     assert abs(fast["tuned_val_loss"] - plain["tuned_val_loss"]) < 1e-5
     assert all(torch.allclose(fast_weights[k], plain_weights[k], atol=1e-5) for k in fast_weights)
+
+
+def test_fused_ops_train_like_the_model_code(tiny_model_dir, uneven_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(fused, "_MIN_PARAMETERS", 0)  # the tiny model would skip them
+    fast, fast_weights = _run(tiny_model_dir, uneven_data, tmp_path, "fused", "train.fused_ops=auto")
+    assert fast["fused_ops"]["used"] == ["rmsnorm", "rotary", "gated_mlp", "lora_addmm"], fast["fused_ops"]
+    plain, plain_weights = _run(tiny_model_dir, uneven_data, tmp_path, "model", "train.fused_ops=model")
+    assert plain["fused_ops"]["used"] == []
+    assert abs(fast["base_val_loss"] - plain["base_val_loss"]) < 1e-6  # evaluation runs the model's code
+    assert abs(fast["tuned_val_loss"] - plain["tuned_val_loss"]) < 1e-5
+    assert all(torch.allclose(fast_weights[k], plain_weights[k], atol=1e-4) for k in fast_weights)

@@ -26,6 +26,7 @@ from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
 from tunesmith.train.attention import training_attention
+from tunesmith.train.fused import FusedOps, fused_training_ops
 from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, default_param_groups, run_training
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
@@ -74,11 +75,16 @@ def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
     return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
 
 
-def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> LoopResult:
+def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> tuple[LoopResult, FusedOps]:
     """The loop, with the run's status kept current; leaves the best weights in the model."""
     try:
-        matmul_attention = cfg.train.attention == "auto"
-        with threads(cfg.train.threads), training_attention(setup.model, matmul_attention):
+        matmul_attention, fuse = cfg.train.attention == "auto", cfg.train.fused_ops == "auto"
+        with (
+            threads(cfg.train.threads),
+            training_attention(setup.model, matmul_attention),
+            fused_training_ops(setup.model, fuse, setup.bf16) as fused,
+        ):
+            _report_fused(fused)
             result = run_training(setup, resume_from=checkpoint)
             restore_best(setup.model, run_path)
     except TrainingInterrupted as stop:
@@ -87,7 +93,14 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
     except BaseException as exc:
         runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    return result
+    return result, fused
+
+
+def _report_fused(fused: FusedOps) -> None:
+    if fused.kernels:
+        console.print(f"fused ops: {', '.join(fused.kernels)} (built and checked in {fused.seconds:.1f} s)")
+    for name, why in fused.failed.items():
+        console.print(f"[yellow]warning:[/] fused op {name} not used ({why}); the model's own code runs instead")
 
 
 def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, Any] | None]:
@@ -145,9 +158,16 @@ def _loop_setup(
 
 
 def _export_and_summarise(
-    cfg: Config, model: nn.Module, tokenizer: Any, data: TaskData, result: LoopResult, run_path: Path, wall: float
+    cfg: Config,
+    model: nn.Module,
+    tokenizer: Any,
+    data: TaskData,
+    trained: tuple[LoopResult, FusedOps],
+    run_path: Path,
+    wall: float,
 ) -> None:
     """The export (plus the label map), the loss plot and summary.json."""
+    result, fused = trained
     export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
     if data.labels is not None:
         write_task_file(export_dir, cfg.task.name, data.labels)
@@ -155,6 +175,12 @@ def _export_and_summarise(
     plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
     summary = run_summary(cfg, model, result, data.prepared, export_dir, wall)
     summary = perplexities({**summary, **_best_metrics(run_path, result.state.best_step)}, summary["base_val_loss"])
+    summary["fused_ops"] = {
+        "used": fused.kernels,
+        "skipped": fused.skipped,
+        "failed": fused.failed,
+        "setup_seconds": round(fused.seconds, 1),
+    }
     if data.labels is not None:
         summary["labels"] = data.labels
     runs.write_json(run_path / runs.SUMMARY_FILE, summary)
@@ -188,9 +214,10 @@ def run_task(
     setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing)
     alpha = cfg.regularization.neftune_alpha
     neftune = add_neftune(model, alpha) if alpha else None
-    result = _train(setup, cfg, run_path, checkpoint)
+    result, fused = _train(setup, cfg, run_path, checkpoint)
     if neftune is not None:
         neftune.remove()  # training noise only: the exported model sees clean embeddings
-    _export_and_summarise(cfg, model, tokenizer, data, result, run_path, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    _export_and_summarise(cfg, model, tokenizer, data, (result, fused), run_path, wall)
     runs.set_status(run_path, "completed")
     return run_path
