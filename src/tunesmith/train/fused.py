@@ -29,7 +29,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -252,12 +252,17 @@ def _one_line(exc: Exception) -> str:
 
 
 @contextlib.contextmanager
-def fused_training_ops(model: nn.Module, enabled: bool, bf16: bool) -> Iterator[FusedOps]:
-    """Within the block, training forward passes use the fused ops that apply to `model` (module docstring)."""
+def fused_training_ops(
+    model: nn.Module, enabled: bool, bf16: bool, names: Collection[str] | None = None
+) -> Iterator[FusedOps]:
+    """Within the block, training forward passes use the fused ops (of `names`, default all) that apply to
+    `model` (module docstring)."""
     report, patches = FusedOps(), _Patches()
     reason = _why_not(model, enabled)
     started = time.perf_counter()
     for name, fuse in FUSED_OPS.items():
+        if names is not None and name not in names:
+            continue
         why = reason or (_why_not_compile() if name in _NEEDS_COMPILER else None)
         try:
             why = why or fuse(model, bf16, patches)
