@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from tunesmith.train import fused
 from tunesmith.train.fused import FUSED_OPS, fused_training_ops
@@ -16,22 +16,21 @@ from tunesmith.train.fused import FUSED_OPS, fused_training_ops
 pytestmark = pytest.mark.integration
 
 
-def _lora_llama(dropout: float = 0.0) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    model = LlamaForCausalLM(config)
-    model.requires_grad_(False)
-    # Random B (init_lora_weights=False), so the adapters' own path is part of every comparison.
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout, init_lora_weights=False)
-    return get_peft_model(model, lora)
+@pytest.fixture
+def lora_llama(tiny_model_dir):
+    """The tiny test Llama with LoRA on every linear; `dropout` > 0 makes its layers not plain."""
+
+    def build(dropout: float = 0.0) -> torch.nn.Module:
+        model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
+        model.requires_grad_(False)
+        torch.manual_seed(0)
+        # Random B (init_lora_weights=False), so the adapters' own path is part of every comparison.
+        config = LoraConfig(
+            r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout, init_lora_weights=False
+        )
+        return get_peft_model(model, config)
+
+    return build
 
 
 def _loss_and_grads(model, ids):
@@ -45,8 +44,8 @@ def any_size(monkeypatch):
     monkeypatch.setattr(fused, "_MIN_PARAMETERS", 0)
 
 
-def test_fused_ops_give_the_models_loss_and_gradients(any_size):
-    model, ids = _lora_llama(), torch.randint(96, (3, 10), generator=torch.Generator().manual_seed(3))
+def test_fused_ops_give_the_models_loss_and_gradients(any_size, lora_llama):
+    model, ids = lora_llama(), torch.randint(40, (3, 10), generator=torch.Generator().manual_seed(3))
     want_loss, want_grads = _loss_and_grads(model, ids)
     with fused_training_ops(model, True, bf16=False) as report:
         assert report.kernels == ["rmsnorm", "rotary", "gated_mlp", "lora_addmm"], report
@@ -55,8 +54,8 @@ def test_fused_ops_give_the_models_loss_and_gradients(any_size):
     assert all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads, want_grads, strict=True))
 
 
-def test_everything_is_restored_afterwards(any_size):
-    model = _lora_llama()
+def test_everything_is_restored_afterwards(any_size, lora_llama):
+    model = lora_llama()
     modeling = sys.modules[type(model.base_model.model).__module__]
     rotary = modeling.apply_rotary_pos_emb
     patched = [m for m in model.modules() if "forward" in vars(m)]
@@ -75,34 +74,34 @@ def test_no_grad_calls_take_the_models_own_code():
         assert call() == "model"
 
 
-def test_small_models_and_the_model_setting_skip_it():
-    model = _lora_llama()
+def test_small_models_and_the_model_setting_skip_it(lora_llama):
+    model = lora_llama()
     with fused_training_ops(model, True, bf16=False) as report:
         assert report.kernels == [] and "parameters" in report.skipped["rmsnorm"]
     with fused_training_ops(model, False, bf16=False) as report:
         assert report.kernels == [] and report.skipped["lora_addmm"] == "train.fused_ops=model"
 
 
-def test_a_replacement_that_changes_the_result_is_not_used(any_size, monkeypatch):
+def test_a_replacement_that_changes_the_result_is_not_used(any_size, monkeypatch, lora_llama):
     def wrong_mlp(model, bf16, patches):  # a "fusion" that drops the gate
         for mlp in [m for m in model.modules() if hasattr(m, "gate_proj")]:
             patches.set(mlp, "forward", fused._grad_only(lambda x, mlp=mlp: mlp.down_proj(mlp.up_proj(x)), mlp.forward))
 
     monkeypatch.setitem(FUSED_OPS, "gated_mlp", wrong_mlp)
-    model = _lora_llama()
+    model = lora_llama()
     with fused_training_ops(model, True, bf16=False) as report:
         assert report.kernels == []
         assert "MismatchError" in report.failed["gated_mlp"] and set(report.failed) == set(FUSED_OPS)
         assert not any("forward" in vars(m) for m in model.modules() if hasattr(m, "gate_proj"))
 
 
-def test_lora_layers_with_dropout_keep_peft_forward(any_size):
-    with fused_training_ops(_lora_llama(dropout=0.1), True, bf16=False) as report:
+def test_lora_layers_with_dropout_keep_peft_forward(any_size, lora_llama):
+    with fused_training_ops(lora_llama(dropout=0.1), True, bf16=False) as report:
         assert report.skipped["lora_addmm"] == "no plain LoRA layers"
 
 
-def test_the_check_does_not_move_the_runs_random_stream(any_size):
-    model = _lora_llama()
+def test_the_check_does_not_move_the_runs_random_stream(any_size, lora_llama):
+    model = lora_llama()
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)

@@ -1,10 +1,10 @@
 """Fused elementwise work for CPU training (`train.fused_ops`).
 
-With the matmuls at this CPU's peak and attention as batched matmuls (`train.attention`), a third of a decoder
-layer's training time is elementwise work, and it is memory-bound: the model's RMSNorm alone runs ~16 passes
-over fp32 copies of the activations (forward and backward). One layer of smollm2-135m, forward + backward on
-8 × 128 tokens in bf16, paired medians of 50 alternating runs (`python bench/fused_ops.py`): RMSNorm fused
--10%, rotary -2.5%, the gated MLP's act(gate)·up -2%, LoRA's update added inside the matmul -3%; together -16%.
+With the matmuls at this CPU's peak and attention as batched matmuls (`train.attention`), much of the rest of a
+training step is elementwise work, and it is memory-bound: the model's RMSNorm alone runs ~16 passes over fp32
+copies of the activations, forward and backward. Measured on smollm2-135m (docs/performance.md): one decoder
+layer -9 to -12% (`python bench/fused_ops.py`), the whole model's forward + backward +12.9%, the SFT bench
+376 -> 411 tokens/s.
 
 What is fused:
 - `rmsnorm`: every module whose class is an `…RMSNorm`, through its own `forward`;
@@ -13,9 +13,10 @@ What is fused:
 - `lora_addmm`: PEFT's plain LoRA layers add `scale · (x Aᵀ) Bᵀ` to the base output in one `addmm`.
 
 The first three are the model's own code compiled by `torch.compile` (inductor, dynamic shapes, so one kernel
-serves every batch shape and every layer), not rewritten formulas. Each replacement is installed only after it
-gave the original's outputs and input gradients on random inputs; that check is also the compilation, so it
-happens before the training clock starts, and inductor caches it on disk (cold ~20 s, warm ~3 s here).
+serves every batch shape and every layer), not rewritten formulas. Before training, the whole model runs on small
+random batches with the fused ops and with its own code; unless the loss and gradients agree, the model's own
+code trains. That pass also compiles the kernels on the layouts the model really passes, before the training
+clock starts; inductor caches them on disk (cold ~20 s, warm ~3-5 s here, the check included).
 Replacements run only while gradients are on; validation and generation run the model's own code. Everything
 is restored when training ends. Small models (< 20 M parameters) skip all this: compiling costs more than it
 saves.
