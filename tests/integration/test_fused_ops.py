@@ -107,3 +107,14 @@ def test_the_check_does_not_move_the_runs_random_stream(any_size, lora_llama):
     torch.manual_seed(7)
     with fused_training_ops(model, True, bf16=False):
         assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_check_ignores_training_noise_and_keeps_the_mode(any_size, lora_llama):
+    model = lora_llama()
+    embeddings = model.get_input_embeddings()
+    noise = embeddings.register_forward_hook(lambda m, i, out: out + torch.randn_like(out) if m.training else out)
+    model.train()
+    with fused_training_ops(model, True, bf16=False) as report:
+        assert report.kernels and not report.failed
+        assert model.training
+    noise.remove()
