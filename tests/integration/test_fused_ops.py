@@ -18,17 +18,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def lora_llama(tiny_model_dir):
-    """The tiny test Llama with LoRA on every linear; `dropout` > 0 makes its layers not plain."""
+    """The tiny test Llama with LoRA on every linear (options: LoraConfig's)."""
 
-    def build(dropout: float = 0.0) -> torch.nn.Module:
+    def build(**options) -> torch.nn.Module:
         model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
         model.requires_grad_(False)
         torch.manual_seed(0)
         # Random B (init_lora_weights=False), so the adapters' own path is part of every comparison.
-        config = LoraConfig(
-            r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout, init_lora_weights=False
-        )
-        return get_peft_model(model, config)
+        lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "init_lora_weights": False, **options}
+        return get_peft_model(model, LoraConfig(**lora))
 
     return build
 
@@ -95,8 +93,20 @@ def test_a_replacement_that_changes_the_result_is_not_used(any_size, monkeypatch
         assert not any("forward" in vars(m) for m in model.modules() if hasattr(m, "gate_proj"))
 
 
-def test_lora_layers_with_dropout_keep_peft_forward(any_size, lora_llama):
-    with fused_training_ops(lora_llama(dropout=0.1), True, bf16=False) as report:
+def test_lora_dropout_is_applied_inside_the_addmm(any_size, lora_llama):
+    model, ids = lora_llama(lora_dropout=0.5), torch.randint(40, (3, 10), generator=torch.Generator().manual_seed(3))
+    model.train()
+    torch.manual_seed(5)
+    want_loss, _ = _loss_and_grads(model, ids)
+    with fused_training_ops(model, True, bf16=False) as report:
+        assert "lora_addmm" in report.kernels
+        torch.manual_seed(5)  # the same dropout masks, drawn in the same order
+        loss, _ = _loss_and_grads(model, ids)
+    assert abs(float(loss - want_loss)) < 1e-5
+
+
+def test_dora_layers_keep_peft_forward(any_size, lora_llama):
+    with fused_training_ops(lora_llama(use_dora=True), True, bf16=False) as report:
         assert report.skipped["lora_addmm"] == "no plain LoRA layers"
 
 

@@ -10,7 +10,7 @@ What is fused:
 - `rmsnorm`: every module whose class is an `…RMSNorm`, through its own `forward`;
 - `rotary`: the modeling module's own `apply_rotary_pos_emb`;
 - `gated_mlp`: `act_fn(gate_proj(x)) * up_proj(x)` of MLPs with those four parts;
-- `lora_addmm`: PEFT's plain LoRA layers add `scale · (x Aᵀ) Bᵀ` to the base output in one `addmm`.
+- `lora_addmm`: PEFT's plain LoRA layers add `scale · (dropout(x) Aᵀ) Bᵀ` to the base output in one `addmm`.
 
 The first three are the model's own code compiled by `torch.compile` (inductor, dynamic shapes, so one kernel
 serves every batch shape and every layer), not rewritten formulas. Before training, the whole model runs on small
@@ -185,7 +185,7 @@ def _fuse_gated_mlp(model: nn.Module, bf16: bool, patches: _Patches) -> str | No
 
 
 def _plain_lora(layer: nn.Module) -> str | None:
-    """The single active adapter of a PEFT LoRA Linear computing base(x) + scale·B(A(x)), else None."""
+    """The single active adapter of a PEFT LoRA Linear computing base(x) + scale·B(A(dropout(x))), else None."""
     adapters = getattr(layer, "active_adapters", None)
     if not adapters or len(adapters) != 1 or getattr(layer, "merged", True) or layer.disable_adapters:
         return None
@@ -193,7 +193,7 @@ def _plain_lora(layer: nn.Module) -> str | None:
     plain = (
         name in layer.lora_A
         and name not in getattr(layer, "lora_variant", {})
-        and isinstance(layer.lora_dropout[name], nn.Identity)
+        and isinstance(layer.lora_dropout[name], nn.Identity | nn.Dropout)
         and layer.lora_B[name].bias is None
         and type(layer.base_layer) is nn.Linear
     )
@@ -207,7 +207,7 @@ def _addmm_forward(layer: nn.Module, name: str, original: Callable) -> Callable:
         if args or kwargs or _plain_lora(layer) != name or not (torch.is_autocast_enabled("cpu") or same_dtype):
             return original(x, *args, **kwargs)
         result = layer.base_layer(x)
-        low_rank = F.linear(x, down)
+        low_rank = F.linear(layer.lora_dropout[name](x), down)
         flat = torch.addmm(
             result.reshape(-1, result.shape[-1]), low_rank.reshape(-1, down.shape[0]), up.t(), alpha=layer.scaling[name]
         )
