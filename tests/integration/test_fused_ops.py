@@ -81,7 +81,7 @@ def test_small_models_and_the_model_setting_skip_it(lora_llama):
 
 
 def test_a_replacement_that_changes_the_result_is_not_used(any_size, monkeypatch, lora_llama):
-    def wrong_mlp(model, bf16, patches):  # a "fusion" that drops the gate
+    def wrong_mlp(model, patches):  # a "fusion" that drops the gate
         for mlp in [m for m in model.modules() if hasattr(m, "gate_proj")]:
             patches.set(mlp, "forward", fused._grad_only(lambda x, mlp=mlp: mlp.down_proj(mlp.up_proj(x)), mlp.forward))
 

@@ -140,7 +140,7 @@ def _compare_on_random_rows(model: nn.Module, vocab: int, bf16: bool, loss_tol: 
             )
 
 
-def _fuse_rmsnorm(model: nn.Module, bf16: bool, patches: _Patches) -> str | None:
+def _fuse_rmsnorm(model: nn.Module, patches: _Patches) -> str | None:
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "weight")]
     if not norms:
         return "no RMSNorm modules"
@@ -150,7 +150,7 @@ def _fuse_rmsnorm(model: nn.Module, bf16: bool, patches: _Patches) -> str | None
     return None
 
 
-def _fuse_rotary(model: nn.Module, bf16: bool, patches: _Patches) -> str | None:
+def _fuse_rotary(model: nn.Module, patches: _Patches) -> str | None:
     attention = next((m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")), None)
     if attention is None:
         return "no attention modules with q_proj and k_proj"
@@ -173,7 +173,7 @@ def _gated_forward(mlp: nn.Module, kernel: Callable) -> Callable:
     return forward
 
 
-def _fuse_gated_mlp(model: nn.Module, bf16: bool, patches: _Patches) -> str | None:
+def _fuse_gated_mlp(model: nn.Module, patches: _Patches) -> str | None:
     parts = ("gate_proj", "up_proj", "down_proj", "act_fn")
     mlps = [m for m in model.modules() if all(hasattr(m, p) for p in parts)]
     if not mlps:
@@ -216,7 +216,7 @@ def _addmm_forward(layer: nn.Module, name: str, original: Callable) -> Callable:
     return forward
 
 
-def _fuse_lora(model: nn.Module, bf16: bool, patches: _Patches) -> str | None:
+def _fuse_lora(model: nn.Module, patches: _Patches) -> str | None:
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:  # pragma: no cover - peft is a dependency
@@ -229,7 +229,7 @@ def _fuse_lora(model: nn.Module, bf16: bool, patches: _Patches) -> str | None:
     return None
 
 
-FUSED_OPS: dict[str, Callable[[nn.Module, bool, _Patches], str | None]] = {
+FUSED_OPS: dict[str, Callable[[nn.Module, _Patches], str | None]] = {
     "rmsnorm": _fuse_rmsnorm,
     "rotary": _fuse_rotary,
     "gated_mlp": _fuse_gated_mlp,
@@ -276,7 +276,7 @@ def fused_training_ops(
             continue
         why = reason or (_why_not_compile() if name in _NEEDS_COMPILER else None)
         try:
-            why = why or fuse(model, bf16, patches)
+            why = why or fuse(model, patches)
         except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or match leaves the model's own code
             report.failed[name] = _one_line(exc)
             continue
