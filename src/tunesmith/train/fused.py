@@ -270,11 +270,12 @@ def fused_training_ops(
     `model` (module docstring)."""
     report, patches = FusedOps(), _Patches()
     reason = _why_not(model, enabled)
+    no_compiler = None if reason else _why_not_compile()
     started = time.perf_counter()
     for name, fuse in FUSED_OPS.items():
         if names is not None and name not in names:
             continue
-        why = reason or (_why_not_compile() if name in _NEEDS_COMPILER else None)
+        why = reason or (no_compiler if name in _NEEDS_COMPILER else None)
         try:
             why = why or fuse(model, patches)
         except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or match leaves the model's own code
