@@ -1,13 +1,19 @@
-# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv on first use, from the lock.
+# docs/dependencies.md: what is locked, how to bump it (`make lock`), and `make test-latest`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LATEST ?= .venv-latest
+PIP := python -m pip --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast test-latest lint lock doctor clean
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# Exactly the locked set (hash-checked, no resolver), then tunesmith itself without touching it.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/$(PIP) install --require-hashes --no-deps -r requirements.lock
+	$(BIN)/$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $@
 
 install: $(BIN)/.installed
@@ -21,8 +27,26 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "unit or integration"
 
+# The newest releases pyproject.toml's ranges allow, in a venv of their own; prints what it got, then the suite.
+test-latest:
+	$(PYTHON) -m venv --clear $(LATEST)
+	$(LATEST)/bin/$(PIP) install --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/tunesmith doctor
+	$(LATEST)/bin/python -m pytest -q
+
+# Regenerate requirements.lock from pyproject.toml's ranges and requirements/pins.txt, newest of the day.
+lock:
+	$(PYTHON) -m venv --clear .venv-lock
+	.venv-lock/bin/$(PIP) install pip-tools==7.7.0
+	.venv-lock/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --extra dev --extra bench \
+	  -c requirements/pins.txt -o requirements.lock pyproject.toml
+
+doctor: install
+	$(BIN)/tunesmith doctor
+
 lint: install
 	$(BIN)/python -m ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST) .venv-lock runs .pytest_cache

@@ -2,7 +2,12 @@
 
 __version__ = "0.1.0"
 
-from tunesmith.compat import limit_onednn_kernel_cache, quiet_optional_kernel_notice  # noqa: E402
+from tunesmith.compat import (  # noqa: E402
+    limit_onednn_kernel_cache,
+    no_hub_kernels_by_default,
+    quiet_optional_kernel_notice,
+)
 
 quiet_optional_kernel_notice()
 limit_onednn_kernel_cache()
+no_hub_kernels_by_default()

@@ -23,6 +23,19 @@ def quiet_optional_kernel_notice() -> None:
     logging.getLogger(_BNB_CPU_KERNEL_LOGGER).setLevel(logging.ERROR)
 
 
+def no_hub_kernels_by_default() -> None:
+    """Keep transformers from fetching and running compiled kernels from the Hugging Face Hub (USE_HUB_KERNELS=NO),
+    unless the user set the variable.
+
+    transformers 5.25 loads every model with `use_kernels=True` when the `kernels` package is installed (5.25
+    requires it). That downloads binaries from the Hub at run time (code we did not review, and a network call on
+    offline machines), and its `model.train()`/`model.eval()` re-kernelize the model, which deletes per-instance
+    `forward` attributes such as our fused ops' (issue 14; `train/fused.py` survives it, but the fusion would be
+    lost after the first evaluation). Earlier releases ignore the variable.
+    """
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
+
+
 ONEDNN_KERNEL_CACHE = 64
 
 

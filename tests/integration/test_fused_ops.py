@@ -56,13 +56,17 @@ def test_everything_is_restored_afterwards(any_size, lora_llama):
     model = lora_llama()
     modeling = sys.modules[type(model.base_model.model).__module__]
     rotary = modeling.apply_rotary_pos_emb
+    norm_class = type(model.base_model.model.model.norm)
+    norm_forward = vars(norm_class)["forward"]
     patched = [m for m in model.modules() if "forward" in vars(m)]
     with fused_training_ops(model, True, bf16=False) as report:
         assert report.kernels
         assert modeling.apply_rotary_pos_emb is not rotary
-        assert "forward" in vars(model.base_model.model.model.norm)
+        assert vars(norm_class)["forward"] is not norm_forward  # on the class: survives instance resets
     assert modeling.apply_rotary_pos_emb is rotary
+    assert vars(norm_class)["forward"] is norm_forward
     assert [m for m in model.modules() if "forward" in vars(m)] == patched
+    assert not report.restore_problems
 
 
 def test_no_grad_calls_take_the_models_own_code():

@@ -16,6 +16,7 @@ from tunesmith.cli import (
     data_cmd,
     data_semi_cmd,
     demo_cmd,
+    doctor_cmd,
     eval_cmd,
     models_cmd,
     predict_cmd,
@@ -24,10 +25,14 @@ from tunesmith.cli import (
 )
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
+from tunesmith.logs import capture_library_output, verbose_requested
 
 app = typer.Typer(
     name="tunesmith",
-    help="Fine-tune pre-trained language models on your own data.",
+    help=(
+        "Fine-tune pre-trained language models on your own data. Library log lines and warnings go to "
+        "runs/<run>/log.txt; add --verbose anywhere to see them on the terminal too."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -49,29 +54,27 @@ COMMANDS = {
     "selftrain": data_semi_cmd.self_train,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,
+    "doctor": doctor_cmd.doctor,
 }
 for name, function in COMMANDS.items():
     app.command(name)(function)
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars are enough; library bars and known-harmless deprecation noise are hidden."""
+    """Our own progress bars are enough: library bars are off, and library log lines and warnings go to the run's
+    log.txt (`tunesmith.logs`), on the terminal only with --verbose."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    if verbose_requested(sys.argv):
+        os.environ["TUNESMITH_VERBOSE"] = "1"  # kept by the jemalloc restart, which sees argv without the flag
+    capture_library_output(verbose=os.environ.get("TUNESMITH_VERBOSE") == "1")
 
 
 def main() -> None:
     """Console entry point: user mistakes are one line on stderr and a non-zero exit, never a traceback."""
-    restart_with_jemalloc(sys.argv)
     _quiet_libraries()
+    restart_with_jemalloc(sys.argv)
     try:
         app()
     except UserError as exc:

@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from tunesmith.config import Config
 from tunesmith.data.quality.gate import check_before_training
+from tunesmith.environment import run_environment
 from tunesmith.errors import TrainingInterrupted
 from tunesmith.methods import METHODS, format_report, parameter_report
 from tunesmith.models import load_tokenizer
@@ -76,12 +78,14 @@ def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
 
 
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> tuple[LoopResult, FusedOps]:
-    """The loop, with the run's status kept current; leaves the best weights in the model."""
+    """The loop, with the run's status kept current; leaves the best weights in the model. The runtime patches
+    (attention, fused ops) never fail the run: their problems are warnings."""
+    problems: list[str] = []
     try:
         matmul_attention, fuse = cfg.train.attention == "auto", cfg.train.fused_ops == "auto"
         with (
             threads(cfg.train.threads),
-            training_attention(setup.model, matmul_attention),
+            training_attention(setup.model, matmul_attention, problems),
             fused_training_ops(setup.model, fuse, setup.bf16) as fused,
         ):
             _report_fused(fused)
@@ -93,6 +97,7 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
     except BaseException as exc:
         runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
+    _report_runtime_patches(fused, problems, trained=result.steps_run > 0)
     return result, fused
 
 
@@ -101,6 +106,15 @@ def _report_fused(fused: FusedOps) -> None:
         console.print(f"fused ops: {', '.join(fused.kernels)} (built and checked in {fused.seconds:.1f} s)")
     for name, why in fused.failed.items():
         console.print(f"[yellow]warning:[/] fused op {name} not used ({why}); the model's own code runs instead")
+
+
+def _report_runtime_patches(fused: FusedOps, problems: list[str], trained: bool) -> None:
+    """One warning line per patch that stopped running or could not be undone; the run itself is complete."""
+    idle = [name for name in fused.kernels if trained and fused.calls.get(name, 0) == 0]
+    if idle:
+        problems.append(f"fused ops {', '.join(idle)} never ran in training (a library replaced them)")
+    for line in [*problems, *fused.restore_problems]:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, Any] | None]:
@@ -180,7 +194,10 @@ def _export_and_summarise(
         "skipped": fused.skipped,
         "failed": fused.failed,
         "setup_seconds": round(fused.seconds, 1),
+        "training_calls": fused.calls,
+        "restore_problems": fused.restore_problems,
     }
+    summary["environment"] = run_environment()  # library versions and the project's commit
     if data.labels is not None:
         summary["labels"] = data.labels
     runs.write_json(run_path / runs.SUMMARY_FILE, summary)

@@ -112,17 +112,27 @@ def _pretrained(model: nn.Module) -> nn.Module | None:
 
 
 @contextlib.contextmanager
-def training_attention(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
+def training_attention(model: nn.Module, enabled: bool = True, problems: list[str] | None = None) -> Iterator[bool]:
     """Within the block, a model on SDPA uses `cpu_causal_attention`; yields whether it does.
 
-    The model's own setting comes back afterwards, so exports and later inference are unchanged."""
+    The model's own setting comes back afterwards, so exports and later inference are unchanged. Switching
+    never raises: a failure to switch or to switch back is a line in `problems`, and the run goes on."""
+    problems = [] if problems is None else problems
     base = _pretrained(model) if enabled else None
     original = getattr(getattr(base, "config", None), "_attn_implementation", None)
     if base is None or original != "sdpa" or next(base.parameters()).device.type != "cpu":
         yield False
         return
-    base.set_attn_implementation(NAME)
+    try:
+        base.set_attn_implementation(NAME)
+    except Exception as exc:  # noqa: BLE001 - the model's own attention trains instead
+        problems.append(f"train.attention: could not switch to {NAME} ({type(exc).__name__}: {exc})")
+        yield False
+        return
     try:
         yield True
     finally:
-        base.set_attn_implementation(original)
+        try:
+            base.set_attn_implementation(original)
+        except Exception as exc:  # noqa: BLE001 - reported; the run's weights do not depend on it
+            problems.append(f"train.attention: could not switch back to {original} ({type(exc).__name__}: {exc})")

@@ -18,8 +18,9 @@ random batches with the fused ops and with its own code; unless the loss and gra
 code trains. That pass also compiles the kernels on the layouts the model really passes, before the training
 clock starts; inductor caches them on disk (cold ~20 s, warm ~3-5 s here, the check included).
 Replacements run only while gradients are on; validation and generation run the model's own code. Everything
-is restored when training ends. Small models (< 20 M parameters) skip all this: compiling costs more than it
-saves.
+still ours is restored when training ends; setting up, checking or restoring never raises (a failure is one
+warning line, and the model's own code trains), so no run is lost to a library that changed underneath.
+Small models (< 20 M parameters) skip all this: compiling costs more than it saves.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -52,39 +53,87 @@ class FusedOps:
     skipped: dict[str, str] = field(default_factory=dict)  # not applicable here -> why
     failed: dict[str, str] = field(default_factory=dict)  # applicable, but did not build or match -> why
     seconds: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)  # training calls that took each fused op
+    restore_problems: list[str] = field(default_factory=list)  # filled when the block ends; never raised
 
 
 class MismatchError(RuntimeError):
     """A fused replacement did not reproduce the original's outputs or gradients."""
 
 
+_MISSING = object()
+
+
+@dataclass
+class _Patch:
+    owner: Any
+    name: str
+    value: Any  # ours: restore only while it is still there
+    old: Any  # _MISSING when the owner had no attribute of its own
+
+
+def _describe(owner: Any) -> str:
+    return getattr(owner, "__qualname__", None) or getattr(owner, "__name__", None) or type(owner).__name__
+
+
 class _Patches:
-    """Attribute replacements that can all be undone, in reverse order."""
+    """Attribute replacements that can all be undone, in reverse order, without ever raising.
+
+    A library may change an attribute under us while we train: transformers 5.25 with `kernels` re-kernelizes the
+    model on every `train()`/`eval()` and deletes per-instance `forward` attributes. Undo puts back only what is
+    still ours (compared by identity) and reports the rest as one line each."""
 
     def __init__(self) -> None:
-        self._undo: list[Callable[[], None]] = []
+        self._undo: list[_Patch] = []
+        self.calls: Counter[str] = Counter()
+        self.op = ""  # the fused op being installed: its replacements count their calls under this name
+
+    def grad_only(self, fast: Callable, original: Callable) -> Callable:
+        return _grad_only(fast, original, self.calls, self.op)
 
     def set(self, owner: Any, name: str, value: Any) -> None:
-        own = vars(owner)
-        had, old = name in own, own.get(name)
+        old = vars(owner).get(name, _MISSING)
         setattr(owner, name, value)
-        self._undo.append(lambda: setattr(owner, name, old) if had else delattr(owner, name))
+        self._undo.append(_Patch(owner, name, value, old))
 
-    def restore(self) -> None:
+    def restore(self) -> list[str]:
+        problems = []
         while self._undo:
-            self._undo.pop()()
+            patch = self._undo.pop()
+            try:
+                problem = _undo(patch)
+            except Exception as exc:  # noqa: BLE001 - a failed undo is reported, never allowed to lose a run
+                problem = f"{_describe(patch.owner)}.{patch.name}: could not be restored ({_one_line(exc)})"
+            if problem:
+                problems.append(problem)
+        return problems
+
+
+def _undo(patch: _Patch) -> str | None:
+    current = vars(patch.owner).get(patch.name, _MISSING)
+    if current is not patch.value and current is not _MISSING:
+        return f"{_describe(patch.owner)}.{patch.name} was replaced by another library while training; left as it is"
+    if patch.old is not _MISSING:
+        setattr(patch.owner, patch.name, patch.old)
+    elif current is not _MISSING:
+        delattr(patch.owner, patch.name)
+    return None
 
 
 _reference = threading.local()  # set while the check computes the model's own result
 
 
-def _grad_only(fast: Callable, original: Callable) -> Callable:
-    """Training calls take `fast`; no-grad calls (validation, generation) the model's own code."""
+def _grad_only(fast: Callable, original: Callable, calls: Counter | None = None, name: str = "") -> Callable:
+    """Training calls take `fast` (counted in `calls[name]`); no-grad calls (validation, generation) the model's own
+    code."""
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        use_fast = torch.is_grad_enabled() and not getattr(_reference, "on", False)
-        return fast(*args, **kwargs) if use_fast else original(*args, **kwargs)
+        if torch.is_grad_enabled() and not getattr(_reference, "on", False):
+            if calls is not None:
+                calls[name] += 1
+            return fast(*args, **kwargs)
+        return original(*args, **kwargs)
 
     return call
 
@@ -141,12 +190,14 @@ def _compare_on_random_rows(model: nn.Module, vocab: int, bf16: bool, loss_tol: 
 
 
 def _fuse_rmsnorm(model: nn.Module, patches: _Patches) -> str | None:
+    """Replaced on the class, not the instances: a library that resets instance `forward`s while training
+    (kernels' re-kernelization on every `train()`/`eval()`) then falls back to ours, not to the slow path."""
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "weight")]
     if not norms:
         return "no RMSNorm modules"
-    kernels = {cls: _compiled(cls.forward) for cls in {type(m) for m in norms}}
-    for norm in norms:
-        patches.set(norm, "forward", _grad_only(partial(kernels[type(norm)], norm), norm.forward))
+    for cls in {type(m) for m in norms}:
+        original = cls.forward
+        patches.set(cls, "forward", patches.grad_only(_compiled(original), original))
     return None
 
 
@@ -158,7 +209,7 @@ def _fuse_rotary(model: nn.Module, patches: _Patches) -> str | None:
     original = getattr(modeling, "apply_rotary_pos_emb", None)
     if original is None:
         return f"{modeling.__name__} has no apply_rotary_pos_emb"
-    patches.set(modeling, "apply_rotary_pos_emb", _grad_only(_compiled(original), original))
+    patches.set(modeling, "apply_rotary_pos_emb", patches.grad_only(_compiled(original), original))
     return None
 
 
@@ -180,7 +231,7 @@ def _fuse_gated_mlp(model: nn.Module, patches: _Patches) -> str | None:
         return "no MLPs with gate_proj, up_proj, down_proj and act_fn"
     kernel = _compiled(_gated)
     for mlp in mlps:
-        patches.set(mlp, "forward", _grad_only(_gated_forward(mlp, kernel), mlp.forward))
+        patches.set(mlp, "forward", patches.grad_only(_gated_forward(mlp, kernel), mlp.forward))
     return None
 
 
@@ -225,7 +276,7 @@ def _fuse_lora(model: nn.Module, patches: _Patches) -> str | None:
     if not layers:
         return "no plain LoRA layers"
     for layer, name in layers:
-        patches.set(layer, "forward", _grad_only(_addmm_forward(layer, name, layer.forward), layer.forward))
+        patches.set(layer, "forward", patches.grad_only(_addmm_forward(layer, name, layer.forward), layer.forward))
     return None
 
 
@@ -262,20 +313,16 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-@contextlib.contextmanager
-def fused_training_ops(
-    model: nn.Module, enabled: bool, bf16: bool, names: Collection[str] | None = None
-) -> Iterator[FusedOps]:
-    """Within the block, training forward passes use the fused ops (of `names`, default all) that apply to
-    `model` (module docstring)."""
-    report, patches = FusedOps(), _Patches()
-    reason = _why_not(model, enabled)
+def _install(
+    model: nn.Module, bf16: bool, names: Collection[str] | None, reason: str | None, patches: _Patches
+) -> FusedOps:
+    """Each applicable fused op, then the check of the whole model; a failure leaves the model's own code."""
+    report = FusedOps()
     no_compiler = None if reason else _why_not_compile()
-    started = time.perf_counter()
     for name, fuse in FUSED_OPS.items():
         if names is not None and name not in names:
             continue
-        why = reason or (no_compiler if name in _NEEDS_COMPILER else None)
+        why, patches.op = reason or (no_compiler if name in _NEEDS_COMPILER else None), name
         try:
             why = why or fuse(model, patches)
         except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or match leaves the model's own code
@@ -289,11 +336,28 @@ def fused_training_ops(
         try:
             _check_model(model, bf16)
         except Exception as exc:  # noqa: BLE001 - a mismatch or a compile failure: the model's own code trains
-            patches.restore()
+            report.restore_problems += patches.restore()
             report.failed.update({name: _one_line(exc) for name in report.kernels})
             report.kernels = []
+    patches.calls.clear()  # from here on, the calls are training's
+    return report
+
+
+@contextlib.contextmanager
+def fused_training_ops(
+    model: nn.Module, enabled: bool, bf16: bool, names: Collection[str] | None = None
+) -> Iterator[FusedOps]:
+    """Within the block, training forward passes use the fused ops (of `names`, default all) that apply to
+    `model` (module docstring). Setting up, checking and undoing them never raises: a failure is in the report
+    (`failed`, `restore_problems`) and the model's own code runs."""
+    patches, started = _Patches(), time.perf_counter()
+    try:
+        report = _install(model, bf16, names, _why_not(model, enabled), patches)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen in setting up: the model's own code trains
+        report = FusedOps(failed={"setup": _one_line(exc)}, restore_problems=patches.restore())
     report.seconds = time.perf_counter() - started
     try:
         yield report
     finally:
-        patches.restore()
+        report.calls = {name: patches.calls[name] for name in report.kernels}
+        report.restore_problems += patches.restore()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from transformers import get_scheduler
 
@@ -36,6 +35,7 @@ from tunesmith.train.monitor import BestMetric, judge
 from tunesmith.train.numerics import accumulate_step
 from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.precision import autocast
+from tunesmith.train.progress import StepProgress, step_progress
 
 StepHook = Callable[[ckpt.TrainState], None]
 _console = Console(stderr=True)  # shared with the progress bar, so warnings print above it
@@ -80,6 +80,7 @@ class LoopResult:
     stopped_early: bool
     train_seconds: float  # the whole loop, evaluations and checkpoints included
     eval_seconds: float  # of which: validation passes
+    steps_run: int = 0  # optimizer steps taken by this process (fewer than state.step after a resume)
 
 
 class _StopSignal:
@@ -189,20 +190,6 @@ def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.opti
     return StepStats(total / denominator, denominator, inputs, grad_norm)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("val {task.fields[val]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=_console,
-    )
-
-
 class _Trainer:
     """State of one loop run; methods are the loop's phases."""
 
@@ -278,20 +265,21 @@ class _Trainer:
         if state.step == 0 and state.best_val_loss is None:
             state.base_val_loss = self.evaluate()
             self.eval_seconds = 0.0  # the base evaluation happens before the training clock starts
-        start, stopped_early = time.perf_counter(), False
-        with _StopSignal() as stop, _progress() as bar:
-            task = bar.add_task("train", total=self.total, completed=state.step, loss="-", val="-", tps="-")
+        start, stopped_early, first_step = time.perf_counter(), False, state.step
+        with _StopSignal() as stop, step_progress(_console) as bar:
+            bar.start(self.total, state.step)
             while state.step < self.total and not stopped_early:
                 windows = _step_windows(s, state.epoch)
                 for window in windows[state.micro_batch // self.cfg.grad_accum :]:
-                    stopped_early = self._one_step(window, stop, bar, task)
+                    stopped_early = self._one_step(window, stop, bar)
                     if stopped_early or state.step >= self.total:
                         break
                 else:
                     state.epoch, state.micro_batch = state.epoch + 1, 0
-        return LoopResult(state, self.total, stopped_early, time.perf_counter() - start, self.eval_seconds)
+        elapsed = time.perf_counter() - start
+        return LoopResult(state, self.total, stopped_early, elapsed, self.eval_seconds, state.step - first_step)
 
-    def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: Progress, task: object) -> bool:
+    def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: StepProgress) -> bool:
         state, t0 = self.state, time.perf_counter()
         for hook in self.setup.before_step:
             hook(state)
@@ -320,13 +308,7 @@ class _Trainer:
             val = self.evaluate()
         if state.step % self.cfg.save_every == 0 or state.step == self.total:
             self.save()
-        bar.update(
-            task,
-            completed=state.step,
-            loss=f"{stats.loss:.3f}",
-            tps=f"{tps:.0f}",
-            **({"val": f"{val:.3f}"} if val is not None else {}),
-        )
+        bar.update(state.step, f"{stats.loss:.3f}", f"{tps:.0f}", f"{val:.3f}" if val is not None else None)
         for hook in self.setup.hooks:
             hook(state)
         if stop.signum is not None:

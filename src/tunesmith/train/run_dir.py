@@ -10,6 +10,7 @@ from typing import Any
 
 from tunesmith.config import Config, dump_config
 from tunesmith.errors import UserError
+from tunesmith.logs import attach_run_log
 from tunesmith.train.checkpoint import complete_checkpoints
 
 CONFIG_FILE, STATUS_FILE, SUMMARY_FILE = "config.yaml", "status.json", "summary.json"
@@ -35,6 +36,7 @@ def new_run_dir(cfg: Config, config_path: str | None) -> Path:
         )
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(dump_config(cfg))
+    attach_run_log(path)
     return path
 
 
@@ -53,6 +55,7 @@ def existing_run_dir(cfg: Config, config_path: str | None) -> Path:
         path = candidates[-1]
     if not (path / CONFIG_FILE).is_file():
         raise UserError(f"nothing to resume: {path} is not a tunesmith run folder")
+    attach_run_log(path)
     return path
 
 
@@ -77,5 +80,6 @@ def resolve_run(path: str | Path) -> Path:
     candidates = [Path(path), Path("runs") / str(path)]
     for candidate in candidates:
         if (candidate / CONFIG_FILE).is_file():
+            attach_run_log(candidate)
             return candidate
     raise UserError(f"{path}: not a tunesmith run folder (no {CONFIG_FILE}); runs live in ./runs/<name>")

@@ -1,0 +1,73 @@
+"""`tunesmith doctor`: what this machine and environment run, and whether it matches the lock."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tunesmith import environment as env
+from tunesmith.cli.output import out
+
+
+def _facts() -> dict[str, Any]:
+    lock = env.lock_path()
+    return {
+        "versions": env.library_versions(),
+        "lock": str(lock) if lock else None,
+        "lock_differences": env.lock_differences(env.read_lock(lock)) if lock else None,
+        "git": env.git_commit(),
+        "cpu": env.cpu_features(),
+        "compiler": env.compiler(),
+        "allocator": env.allocator(),
+        "accelerator": env.accelerator(),
+        "cache": env.cache_usage(),
+        "hub": env.hub_reachability(),
+    }
+
+
+def _lock_line(facts: dict[str, Any]) -> str:
+    if facts["lock"] is None:
+        return "no lock here (tunesmith is installed as a package; pyproject.toml's ranges apply)"
+    differences = facts["lock_differences"]
+    if not differences:
+        return f"every package matches {facts['lock']}"
+    shown = ", ".join(f"{n} {found or 'missing'} (locked {want})" for n, (want, found) in list(differences.items())[:6])
+    more = f" and {len(differences) - 6} more" if len(differences) > 6 else ""
+    return f"[yellow]{len(differences)} differ from the lock[/]: {shown}{more}; `make install` restores it"
+
+
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON")] = False) -> None:
+    """Print Python, library versions (against the lock), CPU features, compiler, allocator, GPU, cache and Hub."""
+    facts = _facts()
+    if as_json:
+        out.print_json(json.dumps(facts, default=str))
+        return
+    table = Table(title="tunesmith doctor", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("found")
+    for name, version in facts["versions"].items():
+        table.add_row(name, version or "[dim]not installed[/]")
+    table.add_row("lock", _lock_line(facts))
+    git = facts["git"]
+    table.add_row("git", f"{git['commit'][:12]}{' (uncommitted changes)' if git['dirty'] else ''}" if git else "-")
+    cpu = facts["cpu"]
+    table.add_row("cpu", f"{cpu['model']} · {cpu['cores']} cores · torch threads {cpu['torch_threads']}")
+    bf16, amx = _yes(cpu["avx512_bf16"]), _yes(cpu["amx"])
+    table.add_row("cpu features", f"{cpu['capability']} · AVX512-BF16 {bf16} · AMX {amx}")
+    no_compiler = "[yellow]none: train.fused_ops falls back to the model's own code[/]"
+    table.add_row("C++ compiler", facts["compiler"] or no_compiler)
+    alloc = facts["allocator"]
+    table.add_row("jemalloc", f"{alloc['jemalloc'] or 'not installed'}{' (in use)' if alloc['in_use'] else ''}")
+    acc = facts["accelerator"]
+    table.add_row("GPU", ", ".join(acc["devices"]) + f" (CUDA {acc['torch_cuda']})" if acc["cuda"] else "none (CPU)")
+    cache = facts["cache"]
+    table.add_row("cache", f"{cache['path']} ({cache['bytes'] / 1e6:,.0f} MB)")
+    table.add_row("hub", facts["hub"])
+    out.print(table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
