@@ -81,10 +81,16 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except TrainingInterrupted as exc:
-        err.print(
-            f"[yellow]interrupted[/] at step {exc.step}; checkpoint saved to {escape(str(exc.checkpoint))}. "
-            "Continue with --resume (or `tunesmith resume RUN`)."
-        )
+        if exc.checkpoint is None:
+            err.print(
+                "[yellow]interrupted[/] before training began; nothing was trained. Start it again "
+                "(a run folder that was created continues with --resume)."
+            )
+        else:
+            err.print(
+                f"[yellow]interrupted[/] at step {exc.step}; checkpoint saved to {escape(str(exc.checkpoint))}. "
+                "Continue with --resume (or `tunesmith resume RUN`)."
+            )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]aborted[/]")

@@ -5,14 +5,17 @@ Every model forbids unknown keys; `config.load` turns such errors into a suggest
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No float setting means anything as inf or nan (`train.epochs=.inf` used to validate, then overflow later).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _on_off(value: object) -> object:
@@ -21,6 +24,9 @@ def _on_off(value: object) -> object:
 
 
 OnOffAuto = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
+
+
+MAX_RUN_NAME_BYTES = 200  # file systems allow 255 bytes a name; staging and temp names add a few
 
 
 class RunConfig(Section):
@@ -34,6 +40,20 @@ class RunConfig(Section):
             not self.name or "/" in self.name or "\\" in self.name or self.name in {".", ".."}
         ):
             raise ValueError(f"run.name {self.name!r} must be a plain folder name (no '/', '\\\\', '.' or '..')")
+        if self.name is not None and len(self.name.encode()) > MAX_RUN_NAME_BYTES:
+            raise ValueError(f"run.name is {len(self.name.encode())} bytes long; at most {MAX_RUN_NAME_BYTES}")
+        return self
+
+    @model_validator(mode="after")
+    def _output_dir_is_a_folder(self) -> RunConfig:
+        path = Path(self.output_dir)
+        if path.is_symlink():
+            raise ValueError(
+                f"run.output_dir {self.output_dir!r} is a symlink (to {os.readlink(path)!r}); give the real folder, "
+                "so runs are written where the config says"
+            )
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"run.output_dir {self.output_dir!r} is a file, not a folder")
         return self
 
 
@@ -69,7 +89,7 @@ class DataConfig(Section):
     max_val_rows: int | None = Field(200, ge=1, description="Cap on validation rows (evaluation cost).")
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows.")
     format: str = Field("auto", description="auto, alpaca, prompt_completion, chat, text_label, tokens_tags or text.")
-    max_length: int = Field(512, ge=8, description="Tokens per example after the chat template.")
+    max_length: int = Field(512, ge=8, le=1_048_576, description="Tokens per example after the chat template.")
     skip_invalid: bool = Field(False, description="Drop invalid rows (reported) instead of stopping.")
     system_prompt: str | None = Field(None, description="System message prepended to every conversation.")
     cache_tokenized: bool = Field(
@@ -232,11 +252,11 @@ MetricNames = Annotated[list[str] | None, AfterValidator(_known_metrics)]
 
 
 class TrainConfig(Section):
-    epochs: float = Field(1, gt=0, description="Passes over the training data (fractions allowed).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    epochs: float = Field(1, gt=0, le=10_000, description="Passes over the training data (fractions allowed).")
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="Stop after this many optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Examples per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr: float = Field(2e-4, gt=0, le=10, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"

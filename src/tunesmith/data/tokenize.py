@@ -8,12 +8,16 @@ truncation are dropped and counted, never trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.example import Example
 from tunesmith.train.numerics import IGNORE_INDEX
+
+# No token of the vocabularies we know spans more characters than this, so the first `max_length` tokens of a
+# conversation lie within its first `max_length * CHARS_PER_TOKEN` characters of content.
+CHARS_PER_TOKEN = 64
 
 # Used only when a tokenizer ships without a chat template (ChatML, as SmolLM2 and many others use).
 DEFAULT_CHAT_TEMPLATE = (
@@ -119,6 +123,37 @@ def encode_text_blocks(tokenizer: PreTrainedTokenizerBase, example: Example, max
     ]
 
 
+def bounded(example: Example, max_length: int) -> Example:
+    """The conversation cut to the content that can reach its first `max_length` tokens (`CHARS_PER_TOKEN`).
+
+    Truncation keeps the first `max_length` tokens, so nothing training sees changes; but a 50 MB field is no
+    longer tokenized in full only to be cut (it cost minutes and gigabytes). The same example when nothing is cut.
+    """
+    budget = max_length * CHARS_PER_TOKEN
+    if example.text is not None or sum(len(m["content"]) for m in example.messages) <= budget:
+        return example
+    kept = []
+    for message in example.messages:
+        if budget <= 0:
+            break
+        kept.append({**message, "content": message["content"][:budget]})
+        budget -= len(kept[-1]["content"])
+    return replace(example, messages=tuple(kept))
+
+
+def _encode_truncated(
+    tokenizer: PreTrainedTokenizerBase, example: Example, max_length: int
+) -> tuple[Encoded | None, bool]:
+    """(a conversation's first `max_length` tokens, whether anything was cut); None when the cut left no
+    assistant turn at all."""
+    cut = bounded(example, max_length)
+    if not any(m["role"] == "assistant" for m in cut.messages):
+        return None, True
+    enc = encode_chat(tokenizer, cut)
+    truncated = cut is not example or len(enc.input_ids) > max_length
+    return Encoded(enc.input_ids[:max_length], enc.labels[:max_length], enc.line), truncated
+
+
 def encode_examples(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_length: int
 ) -> tuple[list[Encoded], EncodeReport]:
@@ -129,10 +164,12 @@ def encode_examples(
         if example.text is not None:
             pieces = encode_text_blocks(tokenizer, example, max_length)
         else:
-            enc = encode_chat(tokenizer, example)
-            if len(enc.input_ids) > max_length:
+            enc, truncated = _encode_truncated(tokenizer, example, max_length)
+            if truncated:
                 report.truncated_lines.append(example.line)
-                enc = Encoded(enc.input_ids[:max_length], enc.labels[:max_length], enc.line)
+            if enc is None:
+                report.dropped_no_target_lines.append(example.line)
+                continue
             pieces = [enc]
         for piece in pieces:
             if piece.n_trainable == 0:

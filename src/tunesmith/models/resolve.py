@@ -124,6 +124,20 @@ def _check_safetensors(folder: Path, shown: str) -> None:
     raise UserError(f"'{shown}' has no model weights: no *.safetensors file in the folder")
 
 
+def check_adapter_folder(folder: Path) -> None:
+    """Refuse a PEFT adapter folder without `adapter_model.safetensors` (a pickle-only adapter, e.g. a planted
+    `adapter_model.bin`, would reach torch's unpickler) in one line, before PEFT reads anything."""
+    if (folder / "adapter_model.safetensors").is_file():
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
+    if pickles:
+        raise UserError(
+            f"{folder} only has pickle adapter weights ({', '.join(pickles)}), which tunesmith does not load "
+            "because unpickling can run arbitrary code"
+        )
+    raise UserError(f"{folder} has no adapter weights (adapter_model.safetensors); did training finish?")
+
+
 def _check_causal_lm_config(folder: Path, shown: str, trust_remote_code: bool) -> None:
     """Refuse early, in one line, a folder whose config is not a causal LM architecture transformers knows."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

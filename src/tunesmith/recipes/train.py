@@ -29,7 +29,14 @@ from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_
 from tunesmith.train import run_dir as runs
 from tunesmith.train.attention import training_attention
 from tunesmith.train.fused import FusedOps, fused_training_ops
-from tunesmith.train.loop import LoopResult, LoopSetup, StepHook, default_param_groups, run_training
+from tunesmith.train.loop import (
+    InterruptAtOnce,
+    LoopResult,
+    LoopSetup,
+    StepHook,
+    default_param_groups,
+    run_training,
+)
 from tunesmith.train.memory import ActivationCheckpointing
 from tunesmith.train.metrics_log import plot_losses, read_metrics
 from tunesmith.train.objective import Objective
@@ -203,6 +210,20 @@ def _export_and_summarise(
     runs.write_json(run_path / runs.SUMMARY_FILE, summary)
 
 
+def _resume_point(cfg: Config, config_path: str | None) -> tuple[Path, Path | None]:
+    """The run folder and its newest intact checkpoint; refuses a changed config (run_dir.check_resume_config)."""
+    run_path = runs.existing_run_dir(cfg, config_path)
+    changes = runs.check_resume_config(run_path, cfg)
+    checkpoint, damaged = runs.resume_checkpoint(run_path)
+    for line in damaged:
+        console.print(f"[yellow]warning:[/] damaged checkpoint {escape(line)}", highlight=False)
+    console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
+    for key, (old, new) in changes.items():
+        console.print(f"resume changes {key}: {old!r} -> {new!r}", highlight=False)
+    runs.record_resume(run_path, cfg, runs.checkpoint_step(checkpoint), changes)
+    return run_path, checkpoint
+
+
 def run_task(
     steps: TaskSteps,
     cfg: Config,
@@ -211,30 +232,38 @@ def run_task(
     hooks: list[StepHook] | None = None,
 ) -> Path:
     """Train a task model per `cfg` with the task's `steps`; returns the run folder."""
-    started = time.perf_counter()
-    if resume:
-        run_path = runs.existing_run_dir(cfg, config_path)
-        checkpoint = runs.latest_checkpoint(run_path)
-        console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
-    tokenizer, data, data_check = _prepare(steps, cfg)
-    model = load_for_training(cfg, steps, data, tokenizer)
-    # Only objectives that can pack (causal LM) do; the probe checks this model keeps packed examples apart,
-    # and `packing=on` on a model that cannot stops here, before any run folder exists.
-    objective = steps.objective(cfg)
-    packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, use_bf16(cfg.train.precision))
-    if not resume:
-        run_path, checkpoint = runs.new_run_dir(cfg, config_path), None
-    runs.write_json(run_path / "data_report.json", data.prepared.report)
-    if data_check is not None:
-        runs.write_json(run_path / "data_check.json", data_check)
-    runs.set_status(run_path, "running")
-    setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing)
-    alpha = cfg.regularization.neftune_alpha
-    neftune = add_neftune(model, alpha) if alpha else None
-    result, fused = _train(setup, cfg, run_path, checkpoint)
+    started, run_path = time.perf_counter(), None
+    try:
+        with InterruptAtOnce() as signals:
+            run_path, checkpoint = _resume_point(cfg, config_path) if resume else (None, None)
+            signals.checkpoint = checkpoint
+            tokenizer, data, data_check = _prepare(steps, cfg)
+            model = load_for_training(cfg, steps, data, tokenizer)
+            # Only objectives that can pack (causal LM) do; the probe checks this model keeps packed examples
+            # apart, and `packing=on` on a model that cannot stops here, before any run folder exists.
+            objective = steps.objective(cfg)
+            bf16 = use_bf16(cfg.train.precision)
+            packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, bf16)
+            run_path = run_path or runs.new_run_dir(cfg, config_path)
+            _start_run(run_path, data, data_check)
+            setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing)
+            alpha = cfg.regularization.neftune_alpha
+            neftune = add_neftune(model, alpha) if alpha else None
+            result, fused = _train(setup, cfg, run_path, checkpoint)
+    except TrainingInterrupted as stop:
+        if run_path is not None:
+            runs.set_status(run_path, "interrupted", step=stop.step, checkpoint=stop.checkpoint)
+        raise
     if neftune is not None:
         neftune.remove()  # training noise only: the exported model sees clean embeddings
     wall = time.perf_counter() - started
     _export_and_summarise(cfg, model, tokenizer, data, (result, fused), run_path, wall)
     runs.set_status(run_path, "completed")
     return run_path
+
+
+def _start_run(run_path: Path, data: TaskData, data_check: dict[str, Any] | None) -> None:
+    runs.write_json(run_path / "data_report.json", data.prepared.report)
+    if data_check is not None:
+        runs.write_json(run_path / "data_check.json", data_check)
+    runs.set_status(run_path, "running")

@@ -15,6 +15,7 @@ from tunesmith.config.load import read_yaml, validate
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import UserError
 from tunesmith.models import load_causal_lm, load_tokenizer
+from tunesmith.models.resolve import check_adapter_folder
 from tunesmith.train.run_dir import CONFIG_FILE
 
 
@@ -39,6 +40,7 @@ def load_run(run_dir: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     cfg = run_config(run_dir)
     adapter, full = run_dir / "adapter", run_dir / "model"
     if adapter.is_dir():
+        check_adapter_folder(adapter)
         tokenizer = AutoTokenizer.from_pretrained(adapter)  # our own export: tokenizer files, no weights
         base = load_causal_lm(cfg.model.name, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)

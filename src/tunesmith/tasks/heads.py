@@ -21,6 +21,7 @@ from tunesmith.data.batching import eval_batches
 from tunesmith.errors import UserError
 from tunesmith.methods.peft_task import CLASSIFIER_HEADS
 from tunesmith.models import load_tokenizer, model_source, resolve_model
+from tunesmith.models.resolve import check_adapter_folder
 from tunesmith.tasks.base import TASK_FILE
 from tunesmith.tasks.pooling import set_pooling
 from tunesmith.train.precision import autocast
@@ -141,6 +142,7 @@ def load_trained(run_dir: Path, cfg: Config, kind: Kind) -> tuple[nn.Module, Pre
             set_pooling(model, cfg.task.pooling)
         tokenizer = load_tokenizer(str(full))
     elif adapter.is_dir():
+        check_adapter_folder(adapter)
         labels = read_labels(adapter)
         tokenizer = AutoTokenizer.from_pretrained(adapter)  # our own export: tokenizer files, no weights
         base = load_head_model(cfg, kind, labels, tokenizer.pad_token_id)

@@ -2,17 +2,21 @@
 
 A checkpoint is staged in a hidden folder next to its target, fsynced, then renamed into place, so a crash at
 any point leaves either the complete checkpoint or none. Old checkpoints are rotated only after the new one is in
-place.
+place. `state.json` records the SHA-256 of every other file, so a checkpoint damaged later (a truncated copy, a
+bad disk) is recognised at resume, set aside, and the newest intact one is used (`intact_checkpoint`). A write
+that fails (disk full, file size limit) removes its staging folder and is one error naming the path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
 import signal
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,34 +111,98 @@ def save_checkpoint(
     names: list[str] | None = None,
 ) -> Path:
     """Write checkpoint `step-N` atomically under `folder`, then rotate old ones (keeping the best)."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{state.step:07d}"
     if (target / STATE).is_file():
         return target  # this step is already saved (e.g. a signal arrived on a save step); never rewrite it
     staging = folder / f".staging-{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        save_file(trainable_state(model, names), staging / WEIGHTS)
-        crash_point("weights", state.step)
-        tensors, meta = _optimizer_tensors(optimizer)
-        save_file(tensors, staging / OPTIMIZER)
-        (staging / "optimizer.json").write_text(json.dumps(meta))
-        save_file({"torch": torch.get_rng_state()}, staging / RNG)
-        extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
-        (staging / STATE).write_text(json.dumps({"train_state": asdict(state), **extra}))
-        crash_point("state", state.step)
+        staging.mkdir(parents=True)
+        _write_checkpoint(staging, model, optimizer, scheduler, state, names)
         _fsync_tree(staging)
         crash_point("before_rename", state.step)
         os.replace(staging, target)
         _fsync_dir(folder)
         crash_point("after_rename", state.step)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, and safetensors' own error for a full disk ("File too large")
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"could not write checkpoint {target}: {exc.strerror or exc}") from None
+        raise StorageError(target, exc) from None
     _rotate(folder, keep, state.best_step)
     crash_point("after_rotate", state.step)
     return target
+
+
+def _write_checkpoint(
+    staging: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, names: list[str] | None
+) -> None:
+    save_file(trainable_state(model, names), staging / WEIGHTS)
+    crash_point("weights", state.step)
+    tensors, meta = _optimizer_tensors(optimizer)
+    save_file(tensors, staging / OPTIMIZER)
+    (staging / "optimizer.json").write_text(json.dumps(meta))
+    save_file({"torch": torch.get_rng_state()}, staging / RNG)
+    extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
+    files = {path.name: _sha256(path) for path in sorted(staging.iterdir())}
+    (staging / STATE).write_text(json.dumps({"train_state": asdict(state), **extra, "files": files}))
+    crash_point("state", state.step)
+
+
+class StorageError(UserError):
+    """A checkpoint or weights file could not be written (disk full, size limit, permissions); nothing partial
+    is left, and earlier checkpoints are untouched."""
+
+    def __init__(self, path: Path, exc: BaseException):
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        super().__init__(
+            f"could not write {path}: {reason}. Earlier checkpoints are intact; free disk space (or raise the file "
+            "size limit) and continue with --resume"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def damage(path: Path) -> str | None:
+    """Why a complete checkpoint cannot be trusted (unreadable state, a missing file, a checksum mismatch), or
+    None when it is intact. Checkpoints from before checksums are checked for readable state only."""
+    try:
+        meta = json.loads((path / STATE).read_text())
+        files = meta.get("files", {})
+        if not isinstance(meta.get("train_state"), dict) or not isinstance(files, dict):
+            return f"{STATE} has no train state"
+    except (OSError, ValueError) as exc:
+        return f"{STATE} unreadable ({type(exc).__name__})"
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _sha256(file) != expected:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def intact_checkpoint(folder: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint, and one line per damaged newer one. When an intact one is found, the damaged
+    newer ones are moved to `damaged-step-N-<time>` (kept for inspection), so no later save or resume takes them
+    for complete; when none is, nothing is moved."""
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(complete_checkpoints(folder)):
+        why = damage(path)
+        if why is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            lines = []
+            for bad, reason in damaged:
+                aside = bad.with_name(f"damaged-{bad.name}-{stamp}")
+                os.replace(bad, aside)
+                lines.append(f"{bad.name}: {reason}; moved to {aside.name}")
+            return path, lines
+        damaged.append((path, why))
+    return None, [f"{bad.name}: {reason}" for bad, reason in damaged]
 
 
 CRASH_POINTS = ("weights", "state", "before_rename", "after_rename", "after_rotate")
@@ -204,9 +272,13 @@ def _np_rng() -> list[Any]:
 
 
 def save_weights_atomically(weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Write one safetensors file via a temporary name and rename."""
+    """Write one safetensors file via a temporary name and rename; a failed write leaves nothing behind."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(weights, tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(weights, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except Exception as exc:  # noqa: BLE001 - as in save_checkpoint
+        tmp.unlink(missing_ok=True)
+        raise StorageError(path, exc) from None

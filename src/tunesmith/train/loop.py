@@ -26,7 +26,7 @@ from transformers import get_scheduler
 from tunesmith.config.schema import TrainConfig
 from tunesmith.data.batching import batch_plan, real_tokens, split_by_tokens
 from tunesmith.data.tokenize import Encoded
-from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
+from tunesmith.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.memory import ActivationCheckpointing, release_freed_memory
@@ -107,6 +107,30 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
+class InterruptAtOnce:
+    """Outside the loop (setup, base evaluation, export): SIGTERM/SIGINT stop at once with TrainingInterrupted
+    (exit 128+signal), so the recipe can mark the run interrupted instead of leaving it `running`. The loop's own
+    handler (finish the step, checkpoint) takes over while it runs and hands back afterwards."""
+
+    def __init__(self, checkpoint: Path | None = None) -> None:
+        self.checkpoint = checkpoint  # what a resume would start from
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> InterruptAtOnce:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        step = int(self.checkpoint.name.split("-")[-1]) if self.checkpoint is not None else 0
+        raise TrainingInterrupted(step, str(self.checkpoint) if self.checkpoint else None, exit_code=128 + signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def peak_rss_mb() -> int:
     """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -158,12 +182,13 @@ class StepStats:
     grad_norm: float  # before clipping
 
 
-def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int) -> StepStats:
-    """One optimizer step over `window`'s micro-batches."""
+def _train_step(
+    setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int, budget: int | None
+) -> StepStats:
+    """One optimizer step over `window`'s micro-batches, in forward passes of at most `budget` padded tokens."""
     objective = setup.objective
     build = objective.pack if setup.packing and objective.pack is not None else objective.collate
-    lengths, budget = setup.lengths, setup.cfg.max_forward_tokens
-    parts = [part for idx in window for part in split_by_tokens(idx, lengths, budget)]
+    parts = [part for idx in window for part in split_by_tokens(idx, setup.lengths, budget)]
     micro = [build([setup.train_data[i] for i in part], setup.pad_id) for part in parts]
     checkpointing = setup.checkpointing
     total, denominator = accumulate_step(
@@ -190,6 +215,48 @@ def _train_step(setup: LoopSetup, window: list[list[int]], optimizer: torch.opti
     return StepStats(total / denominator, denominator, inputs, grad_norm)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), the CPU allocator's failure, or Python's MemoryError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+    )
+
+
+def step_with_backoff(
+    setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int, budget: int | None
+) -> tuple[StepStats, int | None]:
+    """`_train_step`, halving the forward passes' token budget on out-of-memory until the step fits.
+
+    The step itself is unchanged (its loss is normalised over all its tokens, `numerics`): only how many rows go
+    through the model at once. Returns the stats and the budget that worked (kept for the rest of the run). When
+    one row per forward pass does not fit either, a UserError says what to lower."""
+    while True:
+        try:
+            return _train_step(setup, window, optimizer, step, budget), budget
+        except Exception as exc:  # noqa: BLE001 - only memory errors are retried; the rest re-raise below
+            if not is_out_of_memory(exc):
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            release_freed_memory()
+            longest = max(setup.lengths[i] for idx in window for i in idx)
+            widest = max(
+                len(p) * setup.lengths[p[0]] for idx in window for p in split_by_tokens(idx, setup.lengths, budget)
+            )
+            if widest <= longest:
+                raise UserError(
+                    f"out of memory at step {step} even with one row per forward pass ({longest} tokens); lower "
+                    "data.max_length, use a method with fewer trainable weights (lora), or turn on "
+                    "train.activation_checkpointing"
+                ) from None
+            budget = max(longest, widest // 2)
+            _console.print(
+                f"[yellow]warning:[/] out of memory at step {step}; forward passes now hold at most {budget} tokens "
+                "(train.max_forward_tokens) for the rest of the run; the step and its loss are unchanged",
+                highlight=False,
+            )
+
+
 class _Trainer:
     """State of one loop run; methods are the loop's phases."""
 
@@ -199,6 +266,7 @@ class _Trainer:
         self.optimizer = _optimizer(setup)
         self.names = optimized_names(setup.model, self.optimizer)
         self.eval_seconds = 0.0
+        self.forward_budget = self.cfg.max_forward_tokens  # halved on out-of-memory (step_with_backoff)
         self.scheduler = get_scheduler(
             self.cfg.schedule if self.cfg.schedule != "constant" else "constant_with_warmup",
             self.optimizer,
@@ -283,7 +351,9 @@ class _Trainer:
         state, t0 = self.state, time.perf_counter()
         for hook in self.setup.before_step:
             hook(state)
-        stats = _train_step(self.setup, window, self.optimizer, state.step + 1)
+        stats, self.forward_budget = step_with_backoff(
+            self.setup, window, self.optimizer, state.step + 1, self.forward_budget
+        )
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)

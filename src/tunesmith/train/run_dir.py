@@ -11,7 +11,7 @@ from typing import Any
 from tunesmith.config import Config, dump_config
 from tunesmith.errors import UserError
 from tunesmith.logs import attach_run_log
-from tunesmith.train.checkpoint import complete_checkpoints
+from tunesmith.train.checkpoint import complete_checkpoints, intact_checkpoint
 
 CONFIG_FILE, STATUS_FILE, SUMMARY_FILE = "config.yaml", "status.json", "summary.json"
 
@@ -62,6 +62,90 @@ def existing_run_dir(cfg: Config, config_path: str | None) -> Path:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir / "checkpoints")
     return found[-1] if found else None
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The step of a `step-N` checkpoint folder (0 for none)."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else 0
+
+
+def resume_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint to resume from, and one line per damaged newer one (set aside). None when
+    the run has no checkpoint yet (it starts over); a UserError when every checkpoint is damaged."""
+    checkpoint, damaged = intact_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None and damaged:
+        raise UserError(
+            f"nothing to resume in {run_dir}: every checkpoint is damaged ({'; '.join(damaged)}); start a new run"
+        )
+    return checkpoint, damaged
+
+
+# Keys that may differ on resume: they change when or how long the run goes on, or how fast, not what a step
+# computes. Everything else (data, model, method, lr, batch size, ...) would make the resumed run a different run.
+SAFE_ON_RESUME = (
+    "run.name",
+    "run.output_dir",
+    "train.max_steps",
+    "train.epochs",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.early_stopping_patience",
+    "train.overfit_patience",
+    "train.threads",
+    "train.trim_memory_every",
+    "train.max_forward_tokens",
+    "train.attention",
+    "train.fused_ops",
+    "eval.",
+)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _safe_on_resume(key: str) -> bool:
+    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME)
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """The safe keys that differ from the run's config.yaml (applied, and recorded in config.yaml and
+    resumes.json); a UserError listing every other changed key, before anything loads."""
+    from tunesmith.config import load_config
+
+    saved = _flat(load_config(run_dir / CONFIG_FILE).model_dump())
+    new = _flat(cfg.model_dump())
+    changed = {k: (saved.get(k), new.get(k)) for k in sorted(saved.keys() | new.keys()) if saved.get(k) != new.get(k)}
+    unsafe = {k: v for k, v in changed.items() if not _safe_on_resume(k)}
+    if unsafe:
+        shown = ", ".join(f"{k} {old!r} -> {value!r}" for k, (old, value) in list(unsafe.items())[:5])
+        more = f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""
+        raise UserError(
+            f"cannot resume {run_dir} with a changed config: {shown}{more}. Resume with the run's own config "
+            f"(`tunesmith resume {run_dir}`), or start a new run (another run.name). Keys that may change on "
+            f"resume: {', '.join(k.rstrip('.') for k in SAFE_ON_RESUME[2:])}"
+        )
+    return {k: v for k, v in changed.items() if not k.startswith("run.")}
+
+
+def record_resume(run_dir: Path, cfg: Config, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Keep config.yaml the config that runs from here on, and list each resume with what it changed."""
+    if changes:
+        tmp = run_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(dump_config(cfg))
+        os.replace(tmp, run_dir / CONFIG_FILE)
+    log_path = run_dir / "resumes.json"
+    log = json.loads(log_path.read_text())["resumes"] if log_path.is_file() else []
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": step}
+    log.append({**entry, "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})
+    write_json(log_path, {"resumes": log})
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

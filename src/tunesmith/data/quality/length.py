@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tunesmith.data.example import Example
@@ -26,7 +27,7 @@ def token_lengths(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_length: int, where: str
 ) -> tuple[list[int], dict[str, Any]]:
     """(untruncated tokens per example, the encode report as a dict)."""
-    from tunesmith.data.tokenize import encode_chat, encode_examples
+    from tunesmith.data.tokenize import bounded, encode_chat, encode_examples
 
     try:
         encoded, report = encode_examples(tokenizer, examples, max_length)
@@ -38,13 +39,20 @@ def token_lengths(
     cut = set(report.truncated_lines) | set(report.dropped_no_target_lines)
     lengths = []
     for example in examples:
-        if example.line in cut and example.text is None:
-            lengths.append(len(encode_chat(tokenizer, example).input_ids))
+        if example.line in cut and example.text is None:  # its real length, up to where it can matter
+            lengths.append(len(encode_chat(tokenizer, _with_answer(bounded(example, max_length))).input_ids))
         else:
             lengths.append(per_line[example.line])
     info = report.as_dict()
     info["truncated_lines"], info["dropped_lines"] = report.truncated_lines, report.dropped_no_target_lines
     return lengths, info
+
+
+def _with_answer(example: Example) -> Example:
+    """`encode_chat` needs an assistant turn; a conversation cut before its answer gets an empty one."""
+    if any(m["role"] == "assistant" for m in example.messages):
+        return example
+    return replace(example, messages=(*example.messages, {"role": "assistant", "content": ""}))
 
 
 def word_lengths(examples: Sequence[Example]) -> list[int]:
