@@ -70,11 +70,11 @@ def test_packed_training_matches_padded(tiny_model_dir, uneven_data, tmp_path, m
     rows_saved: list[int] = []
     train_step = loop._train_step
 
-    def spy(setup: LoopSetup, window, optimizer, step):
+    def spy(setup: LoopSetup, window, optimizer, step, budget):
         for idx in window:  # how many rows packing saved in this micro-batch (0 when it is off)
             batch = setup.objective.pack([setup.train_data[i] for i in idx], setup.pad_id)
             rows_saved.append(len(idx) - batch["input_ids"].shape[0] if setup.packing else 0)
-        return train_step(setup, window, optimizer, step)
+        return train_step(setup, window, optimizer, step, budget)
 
     monkeypatch.setattr(loop, "_train_step", spy)
     packed, packed_weights = _run(
@@ -94,9 +94,9 @@ def test_split_forward_passes_train_like_whole_micro_batches(tiny_model_dir, une
     passes: list[int] = []
     train_step = loop._train_step
 
-    def spy(setup: LoopSetup, window, optimizer, step):
-        passes.append(sum(len(split_by_tokens(idx, setup.lengths, setup.cfg.max_forward_tokens)) for idx in window))
-        return train_step(setup, window, optimizer, step)
+    def spy(setup: LoopSetup, window, optimizer, step, budget):
+        passes.append(sum(len(split_by_tokens(idx, setup.lengths, budget)) for idx in window))
+        return train_step(setup, window, optimizer, step, budget)
 
     monkeypatch.setattr(loop, "_train_step", spy)
     split, split_weights = _run(tiny_model_dir, uneven_data, tmp_path, "split", "train.max_forward_tokens=100")
