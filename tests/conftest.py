@@ -128,3 +128,18 @@ def build_tiny_bert_dir(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def sets_for(tiny_model_dir: Path, qa_data: Path, tmp_path: Path):
+    """tests/reliability: a config file and `--set` options for a tiny run named `name` under tmp_path/runs."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text("train:\n  max_steps: 4\n")
+    tiny = ["train.precision=fp32", "train.batch_size=4", "data.max_length=64", "train.lr=5e-3"]
+
+    def build(name: str, *extra: str) -> list[str]:
+        where = [f"model.name={tiny_model_dir}", f"data.train={qa_data}", f"run.output_dir={tmp_path / 'runs'}"]
+        args = [*where, f"run.name={name}", *tiny, *extra]
+        return [str(config), *(x for a in args for x in ("--set", a))]
+
+    return build

@@ -33,7 +33,8 @@ def test_cutting_keeps_what_training_sees(tiny_tokenizer):
     long_answer = _chat("Say it.", " ".join(f"token{i}" for i in range(3000)))
     full, _ = encode_examples(tiny_tokenizer, [long_answer], max_length=100_000)
     cut = bounded(long_answer, 64)
-    assert sum(len(m["content"]) for m in cut.messages) == 64 * CHARS_PER_TOKEN < len(long_answer.messages[1]["content"])
+    kept = sum(len(m["content"]) for m in cut.messages)
+    assert kept == 64 * CHARS_PER_TOKEN < len(long_answer.messages[1]["content"])
     small, report = encode_examples(tiny_tokenizer, [long_answer], max_length=64)
     assert small[0].input_ids == full[0].input_ids[:64] and small[0].labels == full[0].labels[:64]
     assert report.truncated_lines == [1]
