@@ -114,15 +114,9 @@ def cpu_features() -> dict[str, Any]:
     """The CPU features that decide training speed here: bf16 matmuls (AVX512-BF16, AMX) and the thread count."""
     import torch
 
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    model = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo_lines() if ln.startswith("model name")), None)
+    lines = _cpuinfo_lines()
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
     return {
         "model": model or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),

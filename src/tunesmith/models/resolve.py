@@ -111,12 +111,19 @@ def load_causal_lm(
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
 
 
+_PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
+
+
+def _pickle_files(folder: Path) -> list[str]:
+    """Weight files in pickle formats (unpickling can run arbitrary code): never loaded."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+
+
 def _check_safetensors(folder: Path, shown: str) -> None:
     """Refuse a folder without safetensors weights: pickle checkpoints (.bin/.pt) can run code when loaded."""
     if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
-    if pickles:
+    if pickles := _pickle_files(folder):
         raise UserError(
             f"'{shown}' only has pickle weights ({', '.join(pickles)}), which tunesmith does not load because "
             "unpickling can run arbitrary code; convert them to safetensors with a tool you trust and retry"
@@ -129,8 +136,7 @@ def check_adapter_folder(folder: Path) -> None:
     `adapter_model.bin`, would reach torch's unpickler) in one line, before PEFT reads anything."""
     if (folder / "adapter_model.safetensors").is_file():
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
-    if pickles:
+    if pickles := _pickle_files(folder):
         raise UserError(
             f"{folder} only has pickle adapter weights ({', '.join(pickles)}), which tunesmith does not load "
             "because unpickling can run arbitrary code"
