@@ -29,10 +29,11 @@ class DataError(UserError):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal after checkpointing; the CLI exits with `exit_code`."""
+    """Training stopped on a signal; the CLI exits with `exit_code`. `checkpoint` is where a resume starts (None:
+    from the beginning); `at_once` when a second signal stopped mid-step (nothing new was saved)."""
 
-    def __init__(self, step: int, checkpoint: str | None, exit_code: int = 130):
-        self.step, self.checkpoint, self.exit_code = step, checkpoint, exit_code
+    def __init__(self, step: int, checkpoint: str | None, exit_code: int = 130, at_once: bool = False):
+        self.step, self.checkpoint, self.exit_code, self.at_once = step, checkpoint, exit_code, at_once
         super().__init__(f"interrupted at step {step}; checkpoint: {checkpoint}")
 
 

@@ -178,12 +178,6 @@ def test_kill9_at_every_crash_point_then_resume(crash_chain):
     assert_same_end_state(run, straight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a resume that finds no complete checkpoint (kill -9 before the first save completed) starts "
-    "from step 0 but keeps the killed process's metrics.jsonl rows, so steps 0-2 are logged twice "
-    "(MetricsLog truncates only when resuming from a checkpoint)",
-)
 def test_kill9_leaves_one_metrics_row_per_step(crash_chain):
     run, straight = crash_chain
     assert metrics(run) == metrics(straight)

@@ -238,14 +238,6 @@ def test_resume_ignores_pickles_in_checkpoint_folders(world, markers, tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="DEFECT: a checkpoint folder with a state.json that lists no file checksums (the pre-checksum format) "
-    "but no trainable.safetensors passes checkpoint.damage() as intact, and load_checkpoint then fails with "
-    "FileNotFoundError from safetensors (a traceback) instead of falling back to the previous checkpoint or "
-    "refusing in one line; nothing is unpickled",
-)
 def test_pickle_only_checkpoint_with_state_is_refused_or_skipped(world, markers, tmp_path):
     """A checkpoint folder that looks complete (state.json) but holds only pickles: resume must not unpickle;
     it may refuse in one line or fall back to an older intact checkpoint."""

@@ -201,7 +201,7 @@ def nan_validation_loss(at_call: int):
 
 def test_nan_validation_loss_is_never_logged_or_saved(tiny_model_dir, data, tmp_path):
     cfg = config(tiny_model_dir, data, tmp_path, "val-nan")
-    with nan_validation_loss(at_call=2) as calls, pytest.raises(Exception):  # noqa: B017 - see the xfail below
+    with nan_validation_loss(at_call=2) as calls, pytest.raises(NonFiniteLossError):
         run_train(cfg)
     assert len(calls) == 2
     run = tmp_path / "val-nan"
@@ -210,12 +210,6 @@ def test_nan_validation_loss_is_never_logged_or_saved(tiny_model_dir, data, tmp_
     assert_nothing_non_finite_saved(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a NaN validation loss stops the run with ValueError('refusing to log non-finite val_loss') "
-    "from MetricsLog.write, a traceback in the CLI that names no step, instead of the one-line "
-    "NonFiniteLossError (exit 3) a NaN train loss gets",
-)
 def test_nan_validation_loss_is_a_one_line_error_naming_the_step(tiny_model_dir, data, tmp_path):
     cfg = config(tiny_model_dir, data, tmp_path, "val-nan")
     with nan_validation_loss(at_call=2), pytest.raises(NonFiniteLossError, match="step 2"):

@@ -246,26 +246,12 @@ def test_alias_bombs_are_refused_quickly(where, tmp_path):
     assert time.perf_counter() - started < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="DEFECT: a config file nested deeply ('train: [[[...]]]', 1,000 levels) makes PyYAML raise "
-    "RecursionError, which config.load.read_yaml does not catch (it catches yaml.YAMLError only): a traceback "
-    "instead of a one-line error",
-)
 def test_deeply_nested_yaml_is_a_one_line_error(tmp_path):
     path = tmp_path / "deep.yaml"
     path.write_text("train: " + "[" * 1000 + "]" * 1000 + "\n")
     one_line_user_error(load_config, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason='DEFECT: run.name with a NUL character (possible from a YAML file: "a\\0b") passes the run.name '
-    "validator, and creating the run folder fails with ValueError('embedded null byte'), a traceback after the "
-    "model has loaded, instead of a one-line config error",
-)
 def test_run_name_with_a_nul_character_is_refused(tiny_model_dir, data, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text('run:\n  name: "a\\0b"\n')

@@ -178,12 +178,6 @@ def test_weights_optimizer_best_and_export_are_bit_identical(runs):
     assert not list((resumed / "checkpoints").glob(".staging-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: the running mean of the train loss since the last evaluation (train_loss_mean, train_val_gap "
-    "in metrics.jsonl, and the overfitting monitor's input) is not checkpointed; after a resume the first "
-    "evaluation averages only the steps run since the resume",
-)
 def test_resume_keeps_the_running_train_loss_mean(runs):
     _, (straight, _), (resumed, _) = runs
     assert metrics(straight) == metrics(resumed)
@@ -217,12 +211,6 @@ def write_cfg(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a checkpoint taken at the last step of an epoch whose last optimizer step has fewer than "
-    "train.grad_accum micro-batches resumes into the same epoch and replays that last step's micro-batch "
-    "(loop.run skips micro_batch // grad_accum windows: 9 // 2 = 4 of 5)",
-)
 def test_resume_at_the_end_of_an_epoch_with_a_short_last_step(straight, tiny_model_dir, data, tmp_path):
     reference, straight_steps = straight("lora")
     cfg = config(tiny_model_dir, data, tmp_path, "epoch-end", "lora")

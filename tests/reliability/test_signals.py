@@ -186,11 +186,5 @@ def test_second_signal_exits_at_once_without_corrupting_checkpoints(double_signa
         assert hashlib.sha256((run / "checkpoints" / name).read_bytes()).hexdigest() == digest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (minor): after a second signal status.json says failed with error 'KeyboardInterrupt', though "
-    "the run was stopped on purpose and resumes like an interrupted one (recipes.train._train marks every "
-    "BaseException but TrainingInterrupted as failed)",
-)
 def test_second_signal_leaves_the_run_marked_interrupted(double_signal):
     assert double_signal["status"]["status"] == "interrupted", double_signal["status"]

@@ -81,7 +81,13 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except TrainingInterrupted as exc:
-        if exc.checkpoint is None:
+        if exc.at_once:
+            where = f"from {escape(exc.checkpoint)}" if exc.checkpoint else "from the start (no checkpoint yet)"
+            err.print(
+                "[yellow]stopped at once[/] on a second signal; the step in progress was not saved. "
+                f"--resume (or `tunesmith resume RUN`) continues {where}."
+            )
+        elif exc.checkpoint is None:
             err.print(
                 "[yellow]interrupted[/] before training began; nothing was trained. Start it again "
                 "(a run folder that was created continues with --resume)."

@@ -47,6 +47,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{line}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML: nested too deeply for a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -63,6 +65,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise UserError(f"--set {key.strip()}: the value is nested too deeply") from None
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:

@@ -40,6 +40,10 @@ class RunConfig(Section):
             not self.name or "/" in self.name or "\\" in self.name or self.name in {".", ".."}
         ):
             raise ValueError(f"run.name {self.name!r} must be a plain folder name (no '/', '\\\\', '.' or '..')")
+        if self.name is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in self.name):
+            raise ValueError(
+                f"run.name {self.name!r} holds a control character (NUL, newline, tab...); use a plain name"
+            )
         if self.name is not None and len(self.name.encode()) > MAX_RUN_NAME_BYTES:
             raise ValueError(f"run.name is {len(self.name.encode())} bytes long; at most {MAX_RUN_NAME_BYTES}")
         return self

@@ -28,6 +28,7 @@ from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
 from tunesmith.train.attention import training_attention
+from tunesmith.train.checkpoint import checkpoint_step
 from tunesmith.train.fused import FusedOps, fused_training_ops
 from tunesmith.train.loop import (
     InterruptAtOnce,
@@ -220,7 +221,7 @@ def _resume_point(cfg: Config, config_path: str | None) -> tuple[Path, Path | No
     console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     for key, (old, new) in changes.items():
         console.print(f"resume changes {key}: {old!r} -> {new!r}", highlight=False)
-    runs.record_resume(run_path, cfg, runs.checkpoint_step(checkpoint), changes)
+    runs.record_resume(run_path, cfg, checkpoint_step(checkpoint), changes)
     return run_path, checkpoint
 
 

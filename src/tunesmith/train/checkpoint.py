@@ -17,7 +17,7 @@ import re
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tunesmith.errors import UserError
+from tunesmith.errors import TrainingInterrupted, UserError
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 WEIGHTS, OPTIMIZER, STATE, RNG = "trainable.safetensors", "optimizer.safetensors", "state.json", "rng.safetensors"
+OPTIMIZER_META = "optimizer.json"
+REQUIRED_FILES = (WEIGHTS, OPTIMIZER, OPTIMIZER_META, RNG)
 
 
 @dataclass
@@ -50,6 +52,8 @@ class TrainState:
     last_score: float | None = None
     last_train_loss: float | None = None
     overfit_streak: int = 0
+    # Train losses of the steps since the last evaluation, so a resume averages the same steps as a straight run.
+    train_losses: list[float] = field(default_factory=list)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -90,7 +94,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    meta = json.loads((folder / "optimizer.json").read_text())
+    meta = json.loads((folder / OPTIMIZER_META).read_text())
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in load_file(folder / OPTIMIZER).items():
         idx, key = name.split(".", 1)
@@ -126,6 +130,8 @@ def save_checkpoint(
         crash_point("after_rename", state.step)
     except Exception as exc:  # noqa: BLE001 - OSError, and safetensors' own error for a full disk ("File too large")
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, TrainingInterrupted):  # a second signal mid-save: no debris, and still an interrupt
+            raise
         raise StorageError(target, exc) from None
     _rotate(folder, keep, state.best_step)
     crash_point("after_rotate", state.step)
@@ -139,7 +145,7 @@ def _write_checkpoint(
     crash_point("weights", state.step)
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, staging / OPTIMIZER)
-    (staging / "optimizer.json").write_text(json.dumps(meta))
+    (staging / OPTIMIZER_META).write_text(json.dumps(meta))
     save_file({"torch": torch.get_rng_state()}, staging / RNG)
     extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
     files = {path.name: _sha256(path) for path in sorted(staging.iterdir())}
@@ -177,6 +183,9 @@ def damage(path: Path) -> str | None:
             return f"{STATE} has no train state"
     except (OSError, ValueError) as exc:
         return f"{STATE} unreadable ({type(exc).__name__})"
+    for name in REQUIRED_FILES:
+        if name not in files and not (path / name).is_file():  # checked here for checkpoints without checksums
+            return f"{name} is missing"
     for name, expected in files.items():
         file = path / name
         if not file.is_file():
@@ -227,6 +236,11 @@ def complete_checkpoints(folder: Path) -> list[Path]:
         return []
     found = [p for p in folder.iterdir() if _STEP_DIR.match(p.name) and (p / STATE).is_file()]
     return sorted(found, key=lambda p: p.name)
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The step of a `step-N` checkpoint folder (0 for none)."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else 0
 
 
 def clean_staging(folder: Path) -> None:
@@ -281,4 +295,6 @@ def save_weights_atomically(weights: dict[str, torch.Tensor], path: Path) -> Non
         os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001 - as in save_checkpoint
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, TrainingInterrupted):
+            raise
         raise StorageError(path, exc) from None

@@ -84,10 +84,13 @@ class LoopResult:
 
 
 class _StopSignal:
-    """First SIGTERM/SIGINT: finish the step, checkpoint, exit. A second one: stop at once."""
+    """First SIGTERM/SIGINT: finish the step, checkpoint, exit. A second one: stop at once, with
+    TrainingInterrupted naming the newest complete checkpoint in `checkpoints` (the step in progress is lost).
+    Either way the exit code is 128 + the first signal's number: that signal decided the stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoints: Path) -> None:
         self.signum: int | None = None
+        self.checkpoints = checkpoints
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopSignal:
@@ -98,9 +101,13 @@ class _StopSignal:
         return self
 
     def _handle(self, signum: int, _frame: object) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        newest = (ckpt.complete_checkpoints(self.checkpoints) or [None])[-1]
+        raise TrainingInterrupted(
+            ckpt.checkpoint_step(newest), str(newest) if newest else None, exit_code=128 + self.signum, at_once=True
+        )
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -123,8 +130,11 @@ class InterruptAtOnce:
         return self
 
     def _handle(self, signum: int, _frame: object) -> None:
-        step = int(self.checkpoint.name.split("-")[-1]) if self.checkpoint is not None else 0
-        raise TrainingInterrupted(step, str(self.checkpoint) if self.checkpoint else None, exit_code=128 + signum)
+        raise TrainingInterrupted(
+            ckpt.checkpoint_step(self.checkpoint),
+            str(self.checkpoint) if self.checkpoint else None,
+            exit_code=128 + signum,
+        )
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -172,6 +182,16 @@ def _step_windows(setup: LoopSetup, epoch: int) -> list[list[list[int]]]:
     plan = batch_plan(setup.lengths, setup.cfg.batch_size, setup.seed, epoch)
     acc = setup.cfg.grad_accum
     return [plan[i : i + acc] for i in range(0, len(plan), acc)]
+
+
+def _windows_done(windows: list[list[list[int]]], micro_batches: int) -> int:
+    """How many leading windows `micro_batches` consumed micro-batches cover (the last window may be short)."""
+    done = 0
+    for count, window in enumerate(windows):
+        done += len(window)
+        if done > micro_batches:
+            return count
+    return len(windows)
 
 
 @dataclass
@@ -281,10 +301,9 @@ class _Trainer:
         self.best = BestMetric.from_config(self.cfg)
         if self.state.best_score is None and self.best.name == "loss":  # a checkpoint from before best_score
             self.state.best_score = self.state.best_val_loss
-        self.train_losses: list[float] = []  # since the last evaluation: the overfitting monitor's train side
-        self.log = MetricsLog(
-            setup.run_dir / "metrics.jsonl", truncate_after_step=self.state.step if resume_from is not None else None
-        )
+        # Rows past the starting point were written by a process that stopped before its next checkpoint; a start
+        # from step 0 (a new run, or a resume that found no checkpoint) logs the base evaluation again.
+        self.log = MetricsLog(setup.run_dir / "metrics.jsonl", truncate_after_step=self.state.step or -1)
 
     def evaluate(self) -> float:
         s, started = self.setup, time.perf_counter()
@@ -294,8 +313,13 @@ class _Trainer:
             val = evaluate_loss(s.model, s.val_data, s.pad_id, s.eval_batch_size, s.bf16, s.objective)["loss"]
             metrics = {"perplexity": math.exp(min(val, 50))}
         state = self.state
-        train_loss = sum(self.train_losses) / len(self.train_losses) if self.train_losses else None
-        self.train_losses = []
+        if not math.isfinite(val):
+            raise NonFiniteLossError(
+                f"the validation loss became NaN/Inf at step {state.step}; nothing was saved from this step. "
+                "Lower train.lr, keep train.max_grad_norm set, or check the validation data"
+            )
+        train_loss = sum(state.train_losses) / len(state.train_losses) if state.train_losses else None
+        state.train_losses = []
         verdict = judge(state, self.best, val, metrics, train_loss, self.cfg.overfit_patience)
         if verdict.is_best:
             self.best_path.parent.mkdir(exist_ok=True)
@@ -334,11 +358,11 @@ class _Trainer:
             state.base_val_loss = self.evaluate()
             self.eval_seconds = 0.0  # the base evaluation happens before the training clock starts
         start, stopped_early, first_step = time.perf_counter(), False, state.step
-        with _StopSignal() as stop, step_progress(_console) as bar:
+        with _StopSignal(self.ckpt_dir) as stop, step_progress(_console) as bar:
             bar.start(self.total, state.step)
             while state.step < self.total and not stopped_early:
                 windows = _step_windows(s, state.epoch)
-                for window in windows[state.micro_batch // self.cfg.grad_accum :]:
+                for window in windows[_windows_done(windows, state.micro_batch) :]:
                     stopped_early = self._one_step(window, stop, bar)
                     if stopped_early or state.step >= self.total:
                         break
@@ -358,7 +382,7 @@ class _Trainer:
         self.scheduler.step()
         state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)
         state.tokens_seen += stats.input_tokens
-        self.train_losses.append(stats.loss)
+        state.train_losses.append(stats.loss)
         tps = stats.input_tokens / max(time.perf_counter() - t0, 1e-9)
         self.log.write(
             step=state.step,

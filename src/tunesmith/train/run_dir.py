@@ -64,11 +64,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def checkpoint_step(checkpoint: Path | None) -> int:
-    """The step of a `step-N` checkpoint folder (0 for none)."""
-    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else 0
-
-
 def resume_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     """The newest intact checkpoint to resume from, and one line per damaged newer one (set aside). None when
     the run has no checkpoint yet (it starts over); a UserError when every checkpoint is damaged."""
