@@ -10,17 +10,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+from paths import ALPACA
 
 
 def quick_sft_model_and_data(rows: int = 96) -> tuple[Any, list[Any]]:
     """(model, encoded training examples)."""
+    from tunesmith.compat.peft_casts import skip_adapter_input_casts
     from tunesmith.config import load_config
     from tunesmith.data.prepare import prepare_data
-    from tunesmith.recipes.common import load_chat_tokenizer
+    from tunesmith.data.tokenize import load_chat_tokenizer
     from tunesmith.recipes.train import load_for_training
     from tunesmith.tasks import TASKS
-    from tunesmith.train.precision import skip_adapter_input_casts
 
     with tempfile.TemporaryDirectory() as tmp:
         lines = ALPACA.read_text().splitlines()

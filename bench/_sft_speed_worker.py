@@ -12,7 +12,7 @@ import sys
 
 from tunesmith.config import load_config
 from tunesmith.data.prepare import prepare_data
-from tunesmith.recipes.common import load_chat_tokenizer
+from tunesmith.data.tokenize import load_chat_tokenizer
 from tunesmith.recipes.train import run_train
 
 # TRL SFTConfig/PEFT defaults used by the anchor: linear decay, no warmup, no weight decay, clip 1.0, LoRA dropout 0.
@@ -50,7 +50,7 @@ def main() -> None:
             *extra,
         ],
     )
-    run_dir = run_train(cfg)
+    run_dir = run_train(cfg).path
     # Per-example lengths for the attention FLOPs of the MFU (a token-cache hit, outside the timed run).
     lengths = [len(e.input_ids) for e in prepare_data(cfg.data, load_chat_tokenizer(cfg), cfg.run.seed).train]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -1,11 +1,10 @@
-"""SST-2 as the SST-2 benches read it: the shared data folder, label words, and JSONL helpers."""
+"""SST-2 as the SST-2 benches read it: label words and JSONL helpers (the data folder is `paths.SST2`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 NAMES = {0: "negative", 1: "positive"}
 
 

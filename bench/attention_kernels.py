@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tunesmith.train.attention import matmul_causal_attention
+from tunesmith.compat.attention import matmul_causal_attention
 
 HEADS, KV_HEADS, DIM, SCALE = 9, 3, 64, 0.125
 SHAPES = [(16, 64), (8, 128), (4, 256), (2, 512)]  # (rows, tokens per row)

@@ -15,13 +15,12 @@ import os
 import time
 
 import torch
+from paths import CROWS
 
 from tunesmith.evaluate.bias import crows_rows
 from tunesmith.evaluate.sequence_scoring import text_logprobs
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train.precision import autocast
-
-CROWS = "../shared/data/crows_pairs/crows_pairs.jsonl"
 
 
 def main() -> None:
@@ -35,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_causal_lm("smollm2-135m", dtype=torch.float32).eval()
     tokenizer = load_tokenizer("smollm2-135m")
-    rows = crows_rows(CROWS, args.pairs)
+    rows = crows_rows(str(CROWS), args.pairs)
     texts = [r["sent_more"] for r in rows] + [r["sent_less"] for r in rows]
     text_logprobs(model, tokenizer, texts[:8], 8)  # warm-up
     reference = None

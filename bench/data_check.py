@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+from paths import SST2_DEV, SST2_TRAIN
 
 
 def perturb(rng: random.Random, text: str, vocab: list[str]) -> str:
@@ -44,7 +44,7 @@ def perturb(rng: random.Random, text: str, vocab: list[str]) -> str:
 def write_rows(path: Path, total: int, seed: int = 0) -> int:
     """SST-2 train plus perturbed copies up to `total` rows; returns the number of planted copies."""
     rng = random.Random(seed)
-    rows = [json.loads(line) for line in (SST2 / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in SST2_TRAIN.read_text().splitlines()]
     vocab = sorted({word for row in rows[:5000] for word in row["text"].split() if word.isalpha()})
     extra = max(0, total - len(rows))
     rows += [{**row, "text": perturb(rng, row["text"], vocab)} for row in rng.choices(rows[: len(rows)], k=extra)]
@@ -63,7 +63,7 @@ def main() -> None:
     data, report = folder / "train.jsonl", folder / "report.json"
     planted = write_rows(data, args.rows)
     tunesmith = str(Path(sys.executable).with_name("tunesmith"))
-    command = [tunesmith, "data", "check", str(data), "--val", str(SST2 / "dev.jsonl"), "--no-tokenizer"]
+    command = [tunesmith, "data", "check", str(data), "--val", str(SST2_DEV), "--no-tokenizer"]
     start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run([*command, "--json", str(report)], capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-
-ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+from paths import ALPACA
 
 
 def main() -> None:
@@ -29,8 +27,8 @@ def main() -> None:
     from tunesmith.data.load import load_examples
     from tunesmith.data.tokenize import encode_examples
     from tunesmith.evaluate.generate import generate_all, generate_batch
-    from tunesmith.evaluate.loss import evaluate_loss
     from tunesmith.models import load_causal_lm, load_tokenizer
+    from tunesmith.train.loss import evaluate_loss
 
     tok = load_tokenizer("smollm2-135m")
     examples = load_examples(str(ALPACA), max_rows=args.rows).examples

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 from _quick_sft import quick_sft_model_and_data
 
-from tunesmith.train.attention import training_attention
-from tunesmith.train.fused import FUSED_OPS, fused_training_ops
+from tunesmith.compat.attention import training_attention
+from tunesmith.compat.fused import FUSED_OPS, fused_training_ops
 from tunesmith.train.precision import autocast
 
 SETTINGS = {"model code": [], **{name: [name] for name in FUSED_OPS}, "all": list(FUSED_OPS)}

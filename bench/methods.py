@@ -29,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-from _sst2 import NAMES, SST2, write_jsonl
+from _sst2 import NAMES, write_jsonl
+from paths import DOCS, ROOT, RUNS, SST2_DEV, SST2_TRAIN
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "bench-methods"
-DOC = ROOT / "docs" / "methods-bench.md"
+OUT = RUNS / "bench-methods"
+DOC = DOCS / "methods-bench.md"
 SYSTEM = "Classify the sentiment of the movie review. Answer positive or negative."
 VAL_ROWS = 300
 
@@ -102,8 +102,8 @@ METHODS: dict[str, dict[str, list[str]]] = {
 
 def make_data(rows: int) -> dict[str, Path]:
     """train/val/dev files with word labels; val is the rows right after the training rows."""
-    source = [json.loads(line) for line in (SST2 / "train.jsonl").read_text().splitlines()[: rows + VAL_ROWS]]
-    dev = [json.loads(line) for line in (SST2 / "dev.jsonl").read_text().splitlines()]
+    source = [json.loads(line) for line in SST2_TRAIN.read_text().splitlines()[: rows + VAL_ROWS]]
+    dev = [json.loads(line) for line in SST2_DEV.read_text().splitlines()]
     files = {name: OUT / "data" / f"{name}-{rows}.jsonl" for name in ("train", "val")} | {"dev": OUT / "data/dev.jsonl"}
     for name, part in (("train", source[:rows]), ("val", source[rows:]), ("dev", dev)):
         write_jsonl(files[name], [{"text": r["text"], "label": NAMES[r["label"]]} for r in part])
@@ -138,7 +138,7 @@ def dev_accuracy(run: Path, task: str, dev: Path) -> float:
         return TASKS["classify"].predict(run, str(dev))[1]["accuracy"]
     from tunesmith.data.load import load_examples
     from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
-    from tunesmith.serve.loading import load_run
+    from tunesmith.methods.loading import load_run
     from tunesmith.train.precision import use_bf16
 
     loaded = load_run(run)
@@ -153,7 +153,7 @@ def worker(spec: dict) -> None:
     from tunesmith.recipes.train import run_train
 
     cfg = load_config(None, spec["sets"])
-    run = run_train(cfg)
+    run = run_train(cfg).path
     summary = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     started = time.perf_counter()

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+from paths import ALPACA
+
 METHODS = {
     "lora": ["method.name=lora"],
     "qlora-4bit": ["method.name=qlora", "method.bits=4"],
@@ -60,7 +61,7 @@ def _worker(out: str, sets: list[str]) -> None:
         return model
 
     recipe.load_for_training = load_and_measure
-    run = recipe.run_train(load_config(None, sets))
+    run = recipe.run_train(load_config(None, sets)).path
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "train_loss" in r]
     summary = json.loads((run / "summary.json").read_text())

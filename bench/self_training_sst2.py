@@ -36,13 +36,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _sst2 import NAMES, SST2, read_jsonl, write_jsonl
+from _sst2 import NAMES, read_jsonl, write_jsonl
+from paths import CONFIGS, RUNS, SST2
 
 if TYPE_CHECKING:
     from tunesmith.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "self-training-sst2.yaml"
+CONFIG = CONFIGS / "self-training-sst2.yaml"
 
 
 def stratified_sample(indices_by_label: dict[int, list[int]], fraction: float, rng: random.Random) -> list[int]:
@@ -138,14 +138,14 @@ def control_run(root: Path, args: argparse.Namespace) -> Path:
     steps = [json.loads((Path(r["run_dir"]) / "summary.json").read_text())["steps"] for r in (rounds[0], rounds[-1])]
     cfg = bench_config(args, args.out / "data", control.name)
     cfg.run.output_dir, cfg.train.epochs = str(root), steps[1] / steps[0]
-    return run_train(cfg, str(CONFIG))
+    return run_train(cfg, str(CONFIG)).path
 
 
 def dev_correct(run_dir: Path, args: argparse.Namespace, labels: list[str]) -> list[bool]:
     """Per dev row: did the run's model (label-likelihood argmax) get it right?"""
     from tunesmith.data.load import load_examples
     from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
-    from tunesmith.serve.loading import load_run
+    from tunesmith.methods.loading import load_run
     from tunesmith.train.precision import threads, use_bf16
 
     cfg = bench_config(args, args.out / "data", "unused")
@@ -170,7 +170,7 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sst2", type=Path, default=SST2)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sst2-semi")
+    parser.add_argument("--out", type=Path, default=RUNS / "sst2-semi")
     parser.add_argument("--labelled-fraction", type=float, default=0.01)
     parser.add_argument("--unlabeled", type=int, default=5000, help="unlabeled rows pseudo-labelled per round")
     parser.add_argument("--threshold", type=float, default=0.9)

@@ -34,10 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-ALPACA = SHARED / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
-TRL_SCRIPT = SHARED / "bench" / "trl_baseline.py"
+from paths import ALPACA, ROOT, TRL_SCRIPT
 
 
 def bf16_matmul_peak(trials: int = 5, seconds: float = 1.0, size: int = 2048) -> float:

@@ -27,10 +27,10 @@ import random
 import time
 from pathlib import Path
 
-from _sst2 import NAMES, SST2, read_jsonl, write_jsonl
+from _sst2 import NAMES, read_jsonl, write_jsonl
+from paths import CONFIGS, SST2
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "sst2-lora.yaml"
+CONFIG = CONFIGS / "sst2-lora.yaml"
 
 
 def make_data(args: argparse.Namespace, data_dir: Path) -> None:
@@ -61,7 +61,7 @@ def train(args: argparse.Namespace, data_dir: Path) -> Path:
             *args.overrides,
         ],
     )
-    return run_train(cfg, str(CONFIG))
+    return run_train(cfg, str(CONFIG)).path
 
 
 def evaluate(run_dir: Path, dev: Path, threads: int | None) -> dict:

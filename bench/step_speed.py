@@ -37,8 +37,8 @@ def measure(setting: str, n_batches: int) -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     import tunesmith.train.numerics as numerics
+    from tunesmith.compat.attention import training_attention
     from tunesmith.data.batching import batch_plan, collate
-    from tunesmith.train.attention import training_attention
     from tunesmith.train.numerics import token_loss_sum
     from tunesmith.train.precision import autocast
 

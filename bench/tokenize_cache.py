@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_sample_2000.jsonl"
+from paths import ALPACA
 
 
 def best_of(fn: Callable[[], object], runs: int = 3) -> float:

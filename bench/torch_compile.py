@@ -1,6 +1,6 @@
 """Does `torch.compile` speed up training on this CPU? Eager vs compiled decoder layers, same micro-batches.
 
-    python bench/torch_compile.py [--batches 10] [--dynamic | --static]
+    python bench/torch_compile.py [--batches 10] [--static]   # dynamic shapes unless --static
 
 smollm2-135m as `tunesmith train` loads it (bf16 frozen base, fp32 LoRA r=16 all-linear, bf16 autocast), on the
 quick bench's length-grouped micro-batches of 8 Alpaca rows. Each decoder layer is compiled in place

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from tunesmith.compat import (  # noqa: E402
+from tunesmith.compat.environment import (  # noqa: E402
     limit_onednn_kernel_cache,
     no_hub_kernels_by_default,
     quiet_optional_kernel_notice,

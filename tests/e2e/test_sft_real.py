@@ -35,7 +35,7 @@ def tuned_run(tmp_path_factory) -> Path:
             "train.save_every=3",
         ],
     )
-    return run_train(cfg)
+    return run_train(cfg).path
 
 
 def test_few_real_steps_lower_the_loss(tuned_run):

@@ -39,7 +39,7 @@ def tiny_run(model_dir: Path, data: Path, out: Path, name: str, method: str) -> 
         "train.lr=5e-3",
         "data.max_length=64",
     ]
-    return run_train(load_config(None, sets))
+    return run_train(load_config(None, sets)).path
 
 
 def bias_files(folder: Path) -> list[str]:

@@ -45,7 +45,7 @@ def straight(tiny_model_dir, tmp_path_factory):
             for i in range(40)
         )
     )
-    run = recipe.run_train(load_config(None, sets(tiny_model_dir, data, tmp, "straight")))
+    run = recipe.run_train(load_config(None, sets(tiny_model_dir, data, tmp, "straight"))).path
     return data, load_file(complete_checkpoints(run / "checkpoints")[-1] / WEIGHTS)
 
 

@@ -44,7 +44,7 @@ def label_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
             "data.check.enabled=false",
         ],
     )
-    return run_train(cfg)
+    return run_train(cfg).path
 
 
 def test_baselines_beside_the_tuned_model(label_run: Path):
@@ -76,7 +76,7 @@ def test_cli_writes_eval_json(label_run: Path):
 
 def test_old_run_without_its_training_file_still_evaluates(label_run: Path, tmp_path: Path):
     """`--data` on a run whose training file is gone: zero-shot baseline and tuned only (no shot pool)."""
-    from tunesmith.serve.loading import run_config
+    from tunesmith.methods.loading import run_config
 
     train_file = Path(run_config(label_run).data.train or "")
     rows = train_file.read_text()

@@ -10,8 +10,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaForCausalLM
 
-from tunesmith.train import fused
-from tunesmith.train.fused import FUSED_OPS, fused_training_ops
+from tunesmith.compat import fused
+from tunesmith.compat.fused import FUSED_OPS, fused_training_ops
+from tunesmith.compat.patches import grad_only
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def test_everything_is_restored_afterwards(any_size, lora_llama):
 
 
 def test_no_grad_calls_take_the_models_own_code():
-    call = fused._grad_only(lambda: "fused", lambda: "model")
+    call = grad_only(lambda: "fused", lambda: "model")
     assert call() == "fused"
     with torch.no_grad():
         assert call() == "model"
@@ -87,7 +88,7 @@ def test_small_models_and_the_model_setting_skip_it(lora_llama):
 def test_a_replacement_that_changes_the_result_is_not_used(any_size, monkeypatch, lora_llama):
     def wrong_mlp(model, patches):  # a "fusion" that drops the gate
         for mlp in [m for m in model.modules() if hasattr(m, "gate_proj")]:
-            patches.set(mlp, "forward", fused._grad_only(lambda x, mlp=mlp: mlp.down_proj(mlp.up_proj(x)), mlp.forward))
+            patches.set(mlp, "forward", grad_only(lambda x, mlp=mlp: mlp.down_proj(mlp.up_proj(x)), mlp.forward))
 
     monkeypatch.setitem(FUSED_OPS, "gated_mlp", wrong_mlp)
     model = lora_llama()

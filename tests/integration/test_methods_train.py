@@ -67,7 +67,7 @@ def _check_learning_rates(run, box, model_dir):
 
 def _check_adapter_reloads(run, box, model_dir):
     """The exported adapter, loaded as `tunesmith chat`/eval load it, gives the trained model's loss."""
-    from tunesmith.serve.loading import load_run
+    from tunesmith.methods.loading import load_run
 
     loaded = load_run(run)
     texts = ["Say the number 3. The number is 3.", "Say the number 5."]
@@ -100,7 +100,7 @@ def test_frozen_stays_bit_identical_and_trainable_changes(tiny_model_dir, qa_dat
     if case == "qlora":
         pytest.importorskip("bitsandbytes")
     sets, check = METHOD_CASES[case]
-    run = run_train(_config(tiny_model_dir, qa_data, tmp_path, case, *sets))
+    run = run_train(_config(tiny_model_dir, qa_data, tmp_path, case, *sets)).path
     assert _changed(captured) == captured["meant_to_train"]  # no frozen parameter moved, every trainable one did
     report = json.loads((run / "summary.json").read_text())["parameters"]
     assert report["trainable"] == sum(captured["before"][n].numel() for n in captured["meant_to_train"])
@@ -134,11 +134,11 @@ def _kill_at(step):
 
 def test_gradual_unfreeze_resume_is_bit_identical(tiny_model_dir, qa_data, tmp_path):
     extra = ["method.name=gradual_unfreeze", "method.every_steps=3", "method.lr_decay=0.7", "train.save_every=2"]
-    straight = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "straight", *extra))
+    straight = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "straight", *extra)).path
     cfg = tiny_config(tiny_model_dir, qa_data, tmp_path, "resumed", *extra)
     with pytest.raises(TrainingInterrupted):
         run_train(cfg, hooks=[_kill_at(4)])  # checkpoint at 4; layer 0 opened at 3, embeddings open at 6
-    resumed = run_train(cfg, resume=True)
+    resumed = run_train(cfg, resume=True).path
 
     def final(run):
         return load_file(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainable.safetensors")
@@ -155,9 +155,9 @@ def test_regularization_acts_on_training_only(tiny_model_dir, qa_data, tmp_path,
         summary = json.loads((run / "summary.json").read_text())
         return next(r["train_loss"] for r in rows if "train_loss" in r), summary["base_val_loss"]
 
-    plain = first_step(run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "plain", "train.max_steps=1")))
+    plain = first_step(run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "plain", "train.max_steps=1")).path)
     regularized = first_step(
-        run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "reg", "train.max_steps=1", *knobs))
+        run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "reg", "train.max_steps=1", *knobs)).path
     )
     assert regularized[1] == plain[1]  # evaluation sees no noise, no smoothing, no dropout
     assert regularized[0] != plain[0]

@@ -14,10 +14,11 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaForCausalLM
 from transformers.models.llama import modeling_llama
 
-import tunesmith.train.fused as fused
+import tunesmith.compat.fused as fused
+import tunesmith.compat.patches as patches
+from tunesmith.compat.fused import fused_training_ops
 from tunesmith.config import load_config
 from tunesmith.recipes.train import run_train
-from tunesmith.train.fused import fused_training_ops
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def _run(model_dir, data, out, name):
             "train.fused_ops=auto",
         ],
     )
-    return run_train(cfg)
+    return run_train(cfg).path
 
 
 def test_a_patch_that_cannot_be_undone_does_not_lose_the_run(tiny_model_dir, qa_data, tmp_path, monkeypatch, capsys):
@@ -107,7 +108,7 @@ def test_a_patch_that_cannot_be_undone_does_not_lose_the_run(tiny_model_dir, qa_
     def broken_undo(patch):
         raise AttributeError(f"'{type(patch.owner).__name__}' object has no attribute '{patch.name}'")
 
-    monkeypatch.setattr(fused, "_undo", broken_undo)
+    monkeypatch.setattr(patches, "_undo", broken_undo)
     # Nothing is undone here, so monkeypatch puts the model code back after the test.
     monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", modeling_llama.LlamaRMSNorm.forward)
     monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", modeling_llama.apply_rotary_pos_emb)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tunesmith.train.attention as attention
-import tunesmith.train.fused as fused
+import tunesmith.compat.attention as attention
+import tunesmith.compat.fused as fused
 import tunesmith.train.numerics as numerics
 from tunesmith.config import load_config
 from tunesmith.data.batching import split_by_tokens
@@ -39,7 +39,7 @@ def _run(model_dir, data, out, name, *extra):
             *extra,
         ],
     )
-    run = run_train(cfg)
+    run = run_train(cfg).path
     return json.loads((run / "summary.json").read_text()), load_file(run / "best" / "trainable.safetensors")
 
 

@@ -86,7 +86,7 @@ def test_classify_full_on_bert_saves_the_label_mapping_and_predicts(tiny_bert_di
     from transformers import AutoModelForSequenceClassification
 
     cfg = task_config(tiny_bert_dir, sentiment, tmp_path, "cls", "classify", "method.name=full", "train.max_steps=8")
-    summary = _summary(run_train(cfg))
+    summary = _summary(run_train(cfg).path)
     run = tmp_path / "cls"
     assert summary["task"] == "classify" and summary["labels"] == ["neg", "pos"]
     assert 0 <= summary["val_accuracy"] <= 1 and 0 <= summary["val_macro_f1"] <= 1
@@ -116,13 +116,13 @@ def test_classify_lora_keeps_the_base_bit_identical(tiny_bert_dir, sentiment, tm
     from peft import PeftModel
     from transformers import AutoModel
 
-    run = run_train(task_config(tiny_bert_dir, sentiment, tmp_path, "cls-lora", "classify", "method.name=lora"))
+    run = run_train(task_config(tiny_bert_dir, sentiment, tmp_path, "cls-lora", "classify", "method.name=lora")).path
     summary = _summary(run)
     assert summary["trainable_params"] < summary["total_params"]
     adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["task_type"] == "SEQ_CLS" and "classifier" in adapter_config["modules_to_save"]
 
-    from tunesmith.serve.loading import run_config
+    from tunesmith.methods.loading import run_config
     from tunesmith.tasks.heads import load_trained
 
     tuned, _, labels = load_trained(run, run_config(run), "sequence")
@@ -138,7 +138,7 @@ def test_classify_lora_keeps_the_base_bit_identical(tiny_bert_dir, sentiment, tm
 
 
 def test_classify_lora_on_a_decoder(tiny_model_dir, sentiment, tmp_path):
-    run = run_train(task_config(tiny_model_dir, sentiment, tmp_path, "cls-llama", "classify", "method.name=lora"))
+    run = run_train(task_config(tiny_model_dir, sentiment, tmp_path, "cls-llama", "classify", "method.name=lora")).path
     summary = _summary(run)
     assert summary["labels"] == ["neg", "pos"] and "val_accuracy" in summary
     rows, metrics = TASKS["classify"].predict(run, str(sentiment[1]))
@@ -152,7 +152,7 @@ def test_classify_with_prompt_tuning_trains_the_new_head(request, fixture, senti
     model_dir = request.getfixturevalue(fixture)
     cfg = task_config(model_dir, sentiment, tmp_path, "cls-prompt", "classify", "method.name=prompt_tuning")
     cfg.train.max_steps = 3
-    summary = _summary(run_train(cfg))
+    summary = _summary(run_train(cfg).path)
     assert summary["steps"] == 3 and 0 <= summary["val_accuracy"] <= 1
     assert summary["parameters"]["groups"]["head"]["trainable"] > 0
 
@@ -167,7 +167,7 @@ def test_prefix_tuning_on_a_classifier_is_a_one_line_error(tiny_bert_dir, sentim
 @pytest.mark.parametrize(("fixture", "method"), [("tiny_bert_dir", "full"), ("tiny_model_dir", "lora")])
 def test_ner_trains_and_tags_every_token(request, fixture, method, people, tmp_path):
     model_dir = request.getfixturevalue(fixture)
-    run = run_train(task_config(model_dir, people, tmp_path, f"ner-{method}", "ner", f"method.name={method}"))
+    run = run_train(task_config(model_dir, people, tmp_path, f"ner-{method}", "ner", f"method.name={method}")).path
     summary = _summary(run)
     assert summary["labels"] == ["B-LOC", "B-PER", "O"] and 0 <= summary["val_entity_f1"] <= 1
     rows, metrics = TASKS["ner"].predict(run, str(people))
@@ -181,7 +181,7 @@ def test_pretrain_packs_a_text_file_and_reports_perplexity(tiny_model_dir, tmp_p
     """Paragraphs of a .txt file are the documents; the last 10% of them are the validation text."""
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(f"The quick brown fox number {i} jumps.\nOver the lazy dog." for i in range(30)))
-    run = run_train(task_config(tiny_model_dir, text, tmp_path, "pre", "pretrain", "method.name=full"))
+    run = run_train(task_config(tiny_model_dir, text, tmp_path, "pre", "pretrain", "method.name=full")).path
     summary = _summary(run)
     assert summary["val_perplexity"] < summary["base_val_perplexity"]
     report = json.loads((run / "data_report.json").read_text())
@@ -190,7 +190,7 @@ def test_pretrain_packs_a_text_file_and_reports_perplexity(tiny_model_dir, tmp_p
 
 
 def test_sft_runs_through_the_shared_recipe(tiny_model_dir, qa_data, tmp_path):
-    run = run_train(task_config(tiny_model_dir, qa_data, tmp_path, "sft", "sft", "train.max_steps=1"))
+    run = run_train(task_config(tiny_model_dir, qa_data, tmp_path, "sft", "sft", "train.max_steps=1")).path
     summary = _summary(run)
     assert summary["task"] == "sft" and summary["steps"] == 1 and (run / "adapter").is_dir()
     assert summary["tuned_val_perplexity"] > 1 and summary["base_val_perplexity"] > 1

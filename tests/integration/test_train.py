@@ -39,7 +39,7 @@ def tiny_config(model_dir: Path, data: Path, out: Path, name: str, *extra: str):
 
 
 def test_lora_run_folder_and_frozen_base(tiny_model_dir, qa_data, tmp_path):
-    run = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "lora"))
+    run = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "lora")).path
     for name in (
         "config.yaml",
         "metrics.jsonl",
@@ -77,7 +77,7 @@ def test_lora_run_folder_and_frozen_base(tiny_model_dir, qa_data, tmp_path):
 def test_full_finetune_changes_every_weight(tiny_model_dir, qa_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    run = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "full", "method.name=full"))
+    run = run_train(tiny_config(tiny_model_dir, qa_data, tmp_path, "full", "method.name=full")).path
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     tuned = AutoModelForCausalLM.from_pretrained(run / "model", dtype=torch.float32)
     tuned_params = dict(tuned.named_parameters())
@@ -99,7 +99,7 @@ def test_resume_is_bit_identical(tiny_model_dir, qa_data, tmp_path, method):
         tiny_config(
             tiny_model_dir, qa_data, tmp_path, f"straight-{method}", f"method.name={method}", "train.save_every=3"
         )
-    )
+    ).path
     cfg = tiny_config(
         tiny_model_dir, qa_data, tmp_path, f"resumed-{method}", f"method.name={method}", "train.save_every=3"
     )
@@ -107,7 +107,7 @@ def test_resume_is_bit_identical(tiny_model_dir, qa_data, tmp_path, method):
         run_train(cfg, hooks=[_kill_at(5)])
     assert stop.value.step == 5 and stop.value.exit_code == 128 + signal.SIGTERM
     assert json.loads((tmp_path / f"resumed-{method}" / "status.json").read_text())["status"] == "interrupted"
-    resumed = run_train(cfg, resume=True)
+    resumed = run_train(cfg, resume=True).path
 
     def final_weights(run):
         return load_file(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainable.safetensors")
@@ -175,7 +175,7 @@ def test_nan_loss_stops_with_the_step(tiny_model_dir, qa_data, tmp_path, monkeyp
 def test_every_format_trains_end_to_end(tiny_model_dir, tmp_path, fmt, row):
     data = tmp_path / f"{fmt}.jsonl"
     data.write_text("".join(json.dumps(row(i)) + "\n" for i in range(20)))
-    run = run_train(tiny_config(tiny_model_dir, data, tmp_path, fmt, "train.max_steps=2"))
+    run = run_train(tiny_config(tiny_model_dir, data, tmp_path, fmt, "train.max_steps=2")).path
     report = json.loads((run / "data_report.json").read_text())
     assert report["format"] == fmt and report["train"]["trainable_tokens"] > 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 2

@@ -54,7 +54,7 @@ def test_generation_metrics_logged_and_best_by_metric(tiny_model_dir, qa_data, t
         "train.eval_rows=4",
         "train.best_metric=rouge_l",
     )
-    run = run_train(cfg)
+    run = run_train(cfg).path
     evals = [r for r in rows(run) if "val_loss" in r]
     assert [r["step"] for r in evals] == [0, 2, 4]
     for r in evals:
@@ -94,7 +94,7 @@ def test_scripted_metric_picks_weights_warns_and_stops_early(tiny_model_dir, qa_
         "train.early_stopping_patience=3",
         "train.overfit_patience=2",
     )
-    run = run_train(cfg)
+    run = run_train(cfg).path
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] == 10  # evaluations at 6, 8, 10 were not better
     assert summary["best_step"] == 4 and summary["best_score"] == pytest.approx(0.9)
@@ -125,7 +125,7 @@ def test_classify_task_picks_weights_by_its_own_accuracy(tiny_bert_dir, tmp_path
     )
     cfg = config(tiny_bert_dir, data, tmp_path, "classify", "task.name=classify", "train.max_steps=4")
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"best_metric": "accuracy"})})
-    run = run_train(cfg)
+    run = run_train(cfg).path
     evals = [r for r in rows(run) if "val_loss" in r]
     assert all(r["best_metric"] == "accuracy" and "val_accuracy" in r for r in evals)
     best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))

@@ -27,7 +27,7 @@ def tiny_sets(model_dir: Path, data: Path, out: Path, name: str, *extra: str) ->
 
 
 def train_tiny(model_dir: Path, data: Path, out: Path, name: str, *extra: str, resume: bool = False) -> Path:
-    return run_train(load_config(None, tiny_sets(model_dir, data, out, name, *extra)), resume=resume)
+    return run_train(load_config(None, tiny_sets(model_dir, data, out, name, *extra)), resume=resume).path
 
 
 def cli(

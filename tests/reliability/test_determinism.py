@@ -77,11 +77,13 @@ def weights_only(found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_same_seed_same_curve_and_weights_other_seed_differs(method, tiny_model_dir, data, tmp_path):
-    a = run_train(load_config(None, sets(tiny_model_dir, data, tmp_path, "a", f"method.name={method}")))
-    b = run_train(load_config(None, sets(tiny_model_dir, data, tmp_path, "b", f"method.name={method}")))
+    a = run_train(load_config(None, sets(tiny_model_dir, data, tmp_path, "a", f"method.name={method}"))).path
+    b = run_train(load_config(None, sets(tiny_model_dir, data, tmp_path, "b", f"method.name={method}"))).path
     assert curve(a) == curve(b)
     assert identical(tensors(a), tensors(b))
-    c = run_train(load_config(None, sets(tiny_model_dir, data, tmp_path, "c", f"method.name={method}", "run.seed=1")))
+    c = run_train(
+        load_config(None, sets(tiny_model_dir, data, tmp_path, "c", f"method.name={method}", "run.seed=1"))
+    ).path
     assert curve(a) != curve(c)
     wa, wc = weights_only(tensors(a)), weights_only(tensors(c))
     assert wa.keys() == wc.keys()

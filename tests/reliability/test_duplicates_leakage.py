@@ -29,9 +29,9 @@ from tunesmith.config import load_config
 from tunesmith.data import token_cache
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.quality.check import check_files
+from tunesmith.data.tokenize import with_chat_template
 from tunesmith.errors import UserError
 from tunesmith.models import load_tokenizer
-from tunesmith.recipes.common import with_chat_template
 from tunesmith.recipes.train import run_train
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_automatic_holdout_keeps_copies_on_one_side(tiny_model_dir, tmp_path):
     train = write_jsonl(tmp_path / "copies.jsonl", rows)
     sets = [f"model.name={tiny_model_dir}", f"data.train={train}", f"run.output_dir={tmp_path}", "run.name=holdout"]
     sets += ["train.max_steps=1", "data.max_length=256", "train.precision=fp32", "data.val_fraction=0.2"]
-    run = run_train(load_config(None, sets))
+    run = run_train(load_config(None, sets)).path
     check = json.loads((run / "data_check.json").read_text())
     assert not [f for f in check["findings"] if f["split"] == "train→val"], "a group of copies straddles the split"
 

@@ -149,7 +149,7 @@ def metrics(run: Path) -> list[dict]:
 
 
 def straight_run(model_dir: Path, workdir: Path, name: str, settings: list[str]) -> Path:
-    return run_train(load_config(None, sets(model_dir, workdir, name, settings)))
+    return run_train(load_config(None, sets(model_dir, workdir, name, settings))).path
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,7 @@ def trained(planted, tiny_model_dir, tmp_path_factory):
     train, val, _, _ = planted
     out = tmp_path_factory.mktemp("length-runs")
     with training_rows() as seen:
-        run = run_train(config(tiny_model_dir, train, val, out, "lengths"))
+        run = run_train(config(tiny_model_dir, train, val, out, "lengths")).path
     return run, seen
 
 
@@ -222,7 +222,7 @@ def test_error_policy_stops_before_a_run_folder_exists(planted, tiny_model_dir, 
 def test_error_policy_passes_when_nothing_is_cut(tiny_model_dir, tmp_path):
     rows = [{"messages": chat(f"Say the number {i % 7}.", f"The number is {i % 7}.")} for i in range(12)]
     train = write_jsonl(tmp_path / "short.jsonl", rows)
-    run = run_train(config(tiny_model_dir, train, None, tmp_path, "fine", "data.check.errors=[schema, length]"))
+    run = run_train(config(tiny_model_dir, train, None, tmp_path, "fine", "data.check.errors=[schema, length]")).path
     report = json.loads((run / "data_report.json").read_text())
     assert report["train"]["truncated"] == report["train"]["dropped_no_trainable_tokens"] == 0
 
@@ -241,7 +241,7 @@ def test_raw_text_is_cut_into_blocks_not_truncated(tiny_tokenizer, tiny_model_di
     train = write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in texts])
     val = write_jsonl(tmp_path / "text-val.jsonl", [{"text": "What is the capital of France?"}, {"text": "Paris."}])
     with training_rows() as seen:
-        run = run_train(config(tiny_model_dir, train, val, tmp_path, "text", "data.format=text"))
+        run = run_train(config(tiny_model_dir, train, val, tmp_path, "text", "data.format=text")).path
     blocks, tokens = 0, 0
     for text in texts:
         n = len(tiny_tokenizer(text, add_special_tokens=False).input_ids) + 1  # + EOS

@@ -122,7 +122,7 @@ def world(tiny_model_dir, markers, tmp_path_factory):
         "eval.max_examples=4",
     ]
     sets += ["eval.max_new_tokens=4", "eval.batch_size=8"]
-    run = run_train(load_config(None, [*sets, "run.name=clean", "train.max_steps=2"]))
+    run = run_train(load_config(None, [*sets, "run.name=clean", "train.max_steps=2"])).path
 
     def stop(state):
         if state.step == 3:

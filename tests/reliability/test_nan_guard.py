@@ -142,7 +142,7 @@ def test_resume_after_a_transient_fault_finishes_finite(tiny_model_dir, data, tm
     cfg = config(tiny_model_dir, data, tmp_path, "transient")
     with inject("gradient", math.nan), pytest.raises(NonFiniteLossError):
         run_train(cfg)
-    run = run_train(cfg, resume=True)  # the fault is gone: continue from step K-1's checkpoint
+    run = run_train(cfg, resume=True).path  # the fault is gone: continue from step K-1's checkpoint
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     rows = assert_nothing_non_finite_logged(run)
     assert [r["step"] for r in rows if "train_loss" in r] == list(range(1, 6))  # step K-1's row kept, not doubled

@@ -123,7 +123,7 @@ def invoke(args: list[str]):
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, data, tmp_path_factory) -> Path:
-    return run_train(load_config(None, tiny_sets(tiny_model_dir, data, tmp_path_factory.mktemp("runs"), "clean")))
+    return run_train(load_config(None, tiny_sets(tiny_model_dir, data, tmp_path_factory.mktemp("runs"), "clean"))).path
 
 
 def copy_run(trained: Path, folder: Path) -> Path:
@@ -256,4 +256,4 @@ def test_run_name_with_a_nul_character_is_refused(tiny_model_dir, data, tmp_path
     path = tmp_path / "cfg.yaml"
     path.write_text('run:\n  name: "a\\0b"\n')
     sets = [s for s in tiny_sets(tiny_model_dir, data, tmp_path / "runs", "x") if not s.startswith("run.name")]
-    one_line_user_error(lambda: run_train(load_config(path, sets)))
+    one_line_user_error(lambda: run_train(load_config(path, sets)).path)

@@ -134,7 +134,7 @@ def straight(tiny_model_dir, data, tmp_path_factory):
         if method not in made:
             out = tmp_path_factory.mktemp(f"straight-{method}")
             with recording_steps() as steps:
-                run = run_train(config(tiny_model_dir, data, out, "straight", method))
+                run = run_train(config(tiny_model_dir, data, out, "straight", method)).path
             made[method] = (run, dict(steps))
         return made[method]
 
@@ -150,7 +150,7 @@ def runs(request, straight, tiny_model_dir, data, tmp_path_factory):
         run_train(cfg, hooks=[stop_at(STOP_AT)])
     assert stop.value.step == STOP_AT and stop.value.exit_code == 128 + signal.SIGTERM
     with recording_steps() as resumed_steps:
-        resumed = run_train(cfg, resume=True)
+        resumed = run_train(cfg, resume=True).path
     return method, straight(method), (resumed, dict(resumed_steps))
 
 
@@ -217,6 +217,6 @@ def test_resume_at_the_end_of_an_epoch_with_a_short_last_step(straight, tiny_mod
     with pytest.raises(TrainingInterrupted):
         run_train(cfg, hooks=[stop_at(EPOCH_END)])
     with recording_steps() as resumed_steps:
-        resumed = run_train(cfg, resume=True)
+        resumed = run_train(cfg, resume=True).path
     assert {s: straight_steps.get(s) for s in resumed_steps} == resumed_steps
     assert_bit_identical(tensors(reference), tensors(resumed))

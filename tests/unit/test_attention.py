@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from tunesmith.compat import attention
+from tunesmith.compat.attention import NAME, cpu_causal_attention, matmul_causal_attention, training_attention
 from tunesmith.data.batching import collate
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
-from tunesmith.train import attention
-from tunesmith.train.attention import NAME, cpu_causal_attention, matmul_causal_attention, training_attention
 from tunesmith.train.numerics import token_loss_sum
 
 pytestmark = pytest.mark.unit

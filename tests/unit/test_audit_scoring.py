@@ -20,7 +20,7 @@ from tunesmith.evaluate.bootstrap import bootstrap_mean, paired_difference
 from tunesmith.evaluate.forgetting import distribution_shift
 from tunesmith.evaluate.model_pair import ModelPair
 from tunesmith.evaluate.sequence_scoring import next_token_logprobs, text_logprobs
-from tunesmith.serve.loading import LoadedModel
+from tunesmith.methods.loading import LoadedModel
 from tunesmith.train.numerics import token_loss_sum
 
 pytestmark = pytest.mark.unit

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
-from tunesmith.data.augment import AUGMENTERS, AugmentConfig, assert_no_val_leak, augment_file
-from tunesmith.data.augment.fields import get_text, input_paths
-from tunesmith.data.augment.paraphrase import clean_paraphrase
-from tunesmith.data.augment.synonyms import lexicon, replace_synonyms
-from tunesmith.data.augment.typos import add_typos
-from tunesmith.data.augment.word_dropout import drop_words
-from tunesmith.data.augment.word_swap import swap_words
+from tunesmith.augment import AUGMENTERS, AugmentConfig, assert_no_val_leak, augment_file
+from tunesmith.augment.fields import get_text, input_paths
+from tunesmith.augment.paraphrase import clean_paraphrase
+from tunesmith.augment.synonyms import lexicon, replace_synonyms
+from tunesmith.augment.typos import add_typos
+from tunesmith.augment.word_dropout import drop_words
+from tunesmith.augment.word_swap import swap_words
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
 from tunesmith.errors import UserError

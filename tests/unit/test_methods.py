@@ -9,14 +9,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, BertConfig, BertModel, get_scheduler
 
 from tunesmith.config import load_config
-from tunesmith.config.load import METHOD_MODELS
-from tunesmith.config.schema import (
-    FreezeConfig,
-    GradualUnfreezeConfig,
-    PrefixTuningConfig,
-    PromptTuningConfig,
-    TrainConfig,
-)
+from tunesmith.config.components import METHOD_CONFIGS
+from tunesmith.config.schema import TrainConfig
 from tunesmith.data.batching import collate
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
@@ -33,7 +27,11 @@ from tunesmith.methods import (
     prompt_tuning,
     transformer_layers,
 )
+from tunesmith.methods.freeze import FreezeConfig
+from tunesmith.methods.gradual_unfreeze import GradualUnfreezeConfig
 from tunesmith.methods.layers import layer_groups
+from tunesmith.methods.prefix_tuning import PrefixTuningConfig
+from tunesmith.methods.prompt_tuning import PromptTuningConfig
 from tunesmith.train.checkpoint import TrainState
 from tunesmith.train.numerics import IGNORE_INDEX, shifted_targets, token_loss_sum
 from tunesmith.train.regularization import add_neftune, set_dropout
@@ -66,9 +64,35 @@ def tiny_bert() -> BertModel:
 
 
 def test_every_method_has_a_config_and_validates():
-    assert set(METHODS) == set(METHOD_MODELS)
-    for name in METHODS:
-        assert load_config(None, [f"method.name={name}"]).method.name == name
+    assert set(METHODS) == set(METHOD_CONFIGS)
+    for name, method in METHODS.items():
+        cfg = load_config(None, [f"method.name={name}"])
+        assert cfg.method.name == name and type(cfg.method) is method.config
+
+
+def test_a_method_registers_its_own_config(monkeypatch):
+    """A new method needs its file and one register line: the config accepts it and dumps every option."""
+    from typing import Literal
+
+    from tunesmith.config import dump_config
+    from tunesmith.config.schema import MethodSection
+    from tunesmith.methods import Method, register
+    from tunesmith.methods.base import load_whole
+
+    class ToyConfig(MethodSection):
+        name: Literal["toy"] = "toy"
+        strength: int = 3
+
+    monkeypatch.setattr("tunesmith.methods.METHODS", dict(METHODS))
+    monkeypatch.setattr("tunesmith.config.components.METHOD_CONFIGS", dict(METHOD_CONFIGS))
+    register(Method("toy", ToyConfig, lambda m, c: m, lambda m, t, d: d, load_whole, frozen_base=False))
+    cfg = load_config(None, ["method.name=toy", "method.strength=5"])
+    assert isinstance(cfg.method, ToyConfig) and cfg.method.strength == 5
+    assert "strength: 5" in dump_config(cfg)
+    with pytest.raises(Exception, match="Did you mean"):
+        load_config(None, ["method.name=toy", "method.strenght=5"])
+    with pytest.raises(ValueError, match="already registered"):
+        register(Method("toy", ToyConfig, lambda m, c: m, lambda m, t, d: d, load_whole, frozen_base=False))
 
 
 def test_transformer_layers_for_llama_and_bert(model):
@@ -229,8 +253,8 @@ def test_dropout_override_reaches_config_and_modules(model):
 def test_qlora_keeps_gradients_after_an_eval_pass(model, batch):
     """bitsandbytes repacks 4-bit weights on a no-grad eval pass; without the compat fix gradients become 0."""
     pytest.importorskip("bitsandbytes")
-    from tunesmith.config.schema import QLoraConfig
     from tunesmith.methods import qlora
+    from tunesmith.methods.qlora import QLoraConfig
 
     peft_model = qlora.apply(model, QLoraConfig(r=4))
     peft_model.eval()

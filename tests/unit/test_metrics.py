@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tunesmith.evaluate.metrics import (
+from tunesmith.metrics import (
     METRICS,
     accuracy,
     bleu,

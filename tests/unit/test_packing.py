@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tunesmith.config.schema import LoraConfig
 from tunesmith.data.batching import TOKEN_MASK, collate, collate_packed, pack_rows, real_tokens
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded, encode_examples
 from tunesmith.errors import UserError
 from tunesmith.methods import METHODS
+from tunesmith.methods.lora import LoraConfig
 from tunesmith.train.numerics import IGNORE_INDEX, accumulate_step, count_trainable, token_loss_sum
 from tunesmith.train.packing import isolates_packed_examples, resolve_packing
 
@@ -155,7 +155,8 @@ def test_packing_on_is_for_sft_only():
 
 
 def test_probe_runs_like_training_on_a_bf16_base_with_fp32_adapters(tiny_model_dir, encoded, tiny_tokenizer):
-    from tunesmith.train.precision import autocast, skip_adapter_input_casts
+    from tunesmith.compat.peft_casts import skip_adapter_input_casts
+    from tunesmith.train.precision import autocast
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     lora = METHODS["lora"].apply(base, LoraConfig(r=4, dropout=0.0))

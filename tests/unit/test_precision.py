@@ -7,7 +7,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunesmith.train.precision import autocast, skip_adapter_input_casts, use_bf16
+from tunesmith.compat.peft_casts import input_casts_still_happen, skip_adapter_input_casts
+from tunesmith.train.precision import autocast, use_bf16
 
 pytestmark = pytest.mark.unit
 
@@ -30,6 +31,18 @@ def test_skip_adapter_casts_keeps_the_autocast_result(tiny_model_dir):
         after = model(input_ids=ids).logits.float()
     assert torch.allclose(before, after, atol=1e-2)
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+    assert input_casts_still_happen(model) is None
+
+
+def test_a_peft_that_ignores_the_flag_is_reported(tiny_model_dir, monkeypatch):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+    assert input_casts_still_happen(model) is None  # nothing patched yet: nothing to check
+    skip_adapter_input_casts(model)
+    monkeypatch.setattr(BaseTunerLayer, "_cast_input_dtype", lambda self, x, dtype: x.to(dtype))
+    assert "still cast to fp32" in input_casts_still_happen(model)
 
 
 def test_import_caps_the_onednn_kernel_cache_unless_the_user_set_it():

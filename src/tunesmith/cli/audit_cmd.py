@@ -9,6 +9,7 @@ import typer
 
 from tunesmith.cli.output import err, out
 from tunesmith.train.run_dir import resolve_run, write_json
+from tunesmith.train.run_folder import RunFolder
 
 
 def audit(
@@ -22,13 +23,15 @@ def audit(
     """Forgetting (reference perplexity, KL, earlier task) and bias (CrowS-Pairs, WinoBias, probes), base vs tuned.
     Saves audit.json in the run."""
     from tunesmith.errors import UserError
-    from tunesmith.evaluate.audit import AUDIT_FILE, audit_table, run_audit
+    from tunesmith.evaluate.audit import audit_table, run_audit
+    from tunesmith.tasks import task_of_run
 
     if only not in ("all", "forgetting", "bias"):
         raise UserError(f"--only must be all, forgetting or bias, not {only!r}")
     run_dir = resolve_run(run)
+    task_of_run(run_dir, "audit")
     report = run_audit(run_dir, overrides, only, log=lambda msg: err.print(f"[dim]{msg}[/]"))  # type: ignore[arg-type]
-    path = run_dir / AUDIT_FILE
+    path = RunFolder(run_dir).audit
     if only != "all" and path.is_file():  # keep the other part from an earlier audit
         report = {**json.loads(path.read_text()), **report}
     write_json(path, report)

@@ -15,9 +15,13 @@ def chat(
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
+    from tunesmith.methods.loading import find_run, load_any
     from tunesmith.serve.chat import repl, stream_reply
-    from tunesmith.serve.loading import load_any
+    from tunesmith.tasks import task_of_run
 
+    run = find_run(model)
+    if run is not None:
+        task_of_run(run, "chat")
     loaded = load_any(model)
     if prompt is not None:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

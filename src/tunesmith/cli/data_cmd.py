@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from tunesmith.cli.options import SetOption
 from tunesmith.cli.output import err, out
 from tunesmith.config import Config, load_config
 
@@ -19,7 +20,6 @@ app = typer.Typer(
     help="Check, clean, split, augment and pseudo-label data files before training.", no_args_is_help=True
 )
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set data.format=chat")]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML config: data.* settings and model.name for the tokenizer")
 ]
@@ -32,7 +32,7 @@ def _tokenizer(cfg: Config, skip: bool) -> PreTrainedTokenizerBase | None:
     """The model's tokenizer with its chat template, unless skipped."""
     if skip:
         return None
-    from tunesmith.recipes.common import load_chat_tokenizer
+    from tunesmith.data.tokenize import load_chat_tokenizer
 
     return load_chat_tokenizer(cfg)
 

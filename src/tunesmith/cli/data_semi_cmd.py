@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from tunesmith.cli.options import SetOption
 from tunesmith.cli.output import err, out
 
 DEFAULT_METHODS = "typos,word_dropout,word_swap,synonyms"
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4")]
 
 
 def _split(values: str | None) -> list[str]:
@@ -36,7 +36,7 @@ def augment(
     batch_size: Annotated[int, typer.Option(help="Paraphrase generation batch size")] = 16,
 ) -> None:
     """Add variants of each training row that change only its input (text, instruction, prompt, user turns)."""
-    from tunesmith.data.augment import AugmentConfig, augment_file
+    from tunesmith.augment import AugmentConfig, augment_file
 
     cfg = AugmentConfig(seed=seed, per_row=per_row, model=model, batch_size=batch_size)
     report = augment_file(file, out_file, _split(methods), cfg, val=val, originals=originals)
@@ -64,7 +64,7 @@ def pseudo_label(
     batch_size: Annotated[int, typer.Option(help="Rows scored per forward pass")] = 16,
 ) -> None:
     """Label unlabeled rows with a tuned classifier by label likelihood; keep the confident ones."""
-    from tunesmith.data.pseudo_label import pseudo_label_file
+    from tunesmith.evaluate.pseudo_label import pseudo_label_file
 
     report = pseudo_label_file(model, unlabeled, threshold, out_file, _split(labels) or None, max_rows, batch_size)
     table = Table(title=f"{unlabeled}: {report.rows} rows, threshold {threshold}")

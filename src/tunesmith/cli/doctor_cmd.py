@@ -25,7 +25,27 @@ def _facts() -> dict[str, Any]:
         "accelerator": env.accelerator(),
         "cache": env.cache_usage(),
         "hub": env.hub_reachability(),
+        "runtime_patches": _patch_versions(),
     }
+
+
+def _patch_versions() -> dict[str, list[str]]:
+    """Per runtime patch (`tunesmith.compat`), the installed libraries outside the versions it was checked on."""
+    from tunesmith.compat import attention, environment, fused, peft_casts
+    from tunesmith.compat.patches import unchecked_versions
+
+    return {
+        m.__name__.rsplit(".", 1)[-1]: unchecked_versions(m.CHECKED_ON)
+        for m in (environment, attention, fused, peft_casts)
+    }
+
+
+def _patch_line(patches: dict[str, list[str]]) -> str:
+    off = {name: lines for name, lines in patches.items() if lines}
+    if not off:
+        return f"{', '.join(patches)}: checked on the installed library versions"
+    shown = "; ".join(f"{name}: {', '.join(lines)}" for name, lines in off.items())
+    return f"[yellow]not checked on the installed versions[/]: {shown} (run `make test`)"
 
 
 def _lock_line(facts: dict[str, Any]) -> str:
@@ -66,6 +86,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     cache = facts["cache"]
     table.add_row("cache", f"{cache['path']} ({cache['bytes'] / 1e6:,.0f} MB)")
     table.add_row("hub", facts["hub"])
+    table.add_row("runtime patches", _patch_line(facts["runtime_patches"]))
     out.print(table)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from tunesmith.cli.output import out
 from tunesmith.train.run_dir import resolve_run, write_json
+from tunesmith.train.run_folder import RunFolder
 
 
 def eval_run(
@@ -20,10 +21,12 @@ def eval_run(
 ) -> None:
     """Tuned vs base zero-shot and k-shot (eval.shots): task metrics, loss, perplexity. Saves eval.json in the run."""
     from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
+    from tunesmith.tasks import task_of_run
 
     run_dir = resolve_run(run)
+    task_of_run(run_dir, "eval")
     report = evaluate_run(run_dir, data)
-    write_json(run_dir / "eval.json", report)
+    write_json(RunFolder(run_dir).eval, report)
     if as_json:
         out.print(json.dumps(report, indent=2), markup=False)  # answers may contain [brackets]
     else:

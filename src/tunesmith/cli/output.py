@@ -1,8 +1,7 @@
-"""Consoles for the CLI: results go to stdout, progress and messages to stderr."""
+"""The CLI prints through the package's two consoles (`tunesmith.output`): results to stdout, messages to stderr."""
 
 from __future__ import annotations
 
-from rich.console import Console
+from tunesmith.output import err, out
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+__all__ = ["err", "out"]

@@ -10,6 +10,7 @@ import typer
 
 from tunesmith.cli.output import err, out
 from tunesmith.train.run_dir import resolve_run
+from tunesmith.train.run_folder import RunFolder
 
 
 def predict(
@@ -27,13 +28,12 @@ def predict(
 ) -> None:
     """Predict with a trained run: labels with probabilities (classify), tags per token (ner), perplexity
     (pretrain) or answers (sft). Rows that carry gold labels are also scored."""
-    from tunesmith.serve.loading import run_config
-    from tunesmith.tasks import TASKS
+    from tunesmith.tasks import task_of_run
 
     run_dir = resolve_run(run)
-    task = TASKS[run_config(run_dir).task.name]
+    task = task_of_run(run_dir, "predict")
     rows, metrics = task.predict(run_dir, str(data))
-    target = out_path or run_dir / "predictions.jsonl"
+    target = out_path or RunFolder(run_dir).predictions
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     err.print(f"[green]done[/]: {len(rows)} predictions ({task.name}) in {target}")

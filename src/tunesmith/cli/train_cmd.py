@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tunesmith.cli.options import SetOption
 from tunesmith.cli.output import err, out
 from tunesmith.config import dump_config, load_config
-from tunesmith.train.run_dir import SUMMARY_FILE, resolve_run
+from tunesmith.train.run_dir import resolve_run
+from tunesmith.train.run_folder import RunFolder
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4")]
+if TYPE_CHECKING:
+    from tunesmith.recipes.summary import TrainedRun
 
 
 def train(
@@ -36,8 +38,7 @@ def train(
     from tunesmith.recipes.train import run_train
 
     cfg = load_config(config, [*(overrides or []), *(["data.skip_invalid=true"] if skip_invalid else [])])
-    run_dir = run_train(cfg, str(config), resume=resume)
-    _print_summary(run_dir)
+    _print_summary(run_train(cfg, str(config), resume=resume))
 
 
 def resume_run(run: Annotated[str, typer.Argument(help="Run folder, or run name under ./runs")]) -> None:
@@ -45,8 +46,9 @@ def resume_run(run: Annotated[str, typer.Argument(help="Run folder, or run name 
     from tunesmith.recipes.train import run_train
 
     run_dir = resolve_run(run)
-    cfg = load_config(run_dir / "config.yaml", [f"run.name={run_dir.name}", f"run.output_dir={run_dir.parent}"])
-    _print_summary(run_train(cfg, str(run_dir / "config.yaml"), resume=True))
+    config = RunFolder(run_dir).config
+    cfg = load_config(config, [f"run.name={run_dir.name}", f"run.output_dir={run_dir.parent}"])
+    _print_summary(run_train(cfg, str(config), resume=True))
 
 
 def validate(config: Annotated[Path, typer.Argument(help="YAML config")], overrides: SetOption = None) -> None:
@@ -56,16 +58,15 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config")], overri
     err.print(f"[green]ok[/]: {config} is valid")
 
 
-def _print_summary(run_dir: Path) -> None:
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    err.print(f"[green]done[/]: {run_dir}")
-    base, tuned = summary["base_val_loss"], summary["tuned_val_loss"]
+def _print_summary(run: TrainedRun) -> None:
+    summary = run.summary
+    err.print(f"[green]done[/]: {run.path}")
     out.print(
-        f"val loss {base:.4f} (base) -> {tuned:.4f} (tuned) · {summary['steps']} steps · "
-        f"{summary['train_tokens_per_s']:.0f} tok/s · {summary['trainable_params']:,} trainable params · "
-        f"{summary['wall_seconds']:.0f}s"
+        f"val loss {summary.base_val_loss:.4f} (base) -> {summary.tuned_val_loss:.4f} (tuned) · {summary.steps} "
+        f"steps · {summary.train_tokens_per_s:.0f} tok/s · {summary.trainable_params:,} trainable params · "
+        f"{summary.wall_seconds:.0f}s"
     )
-    metrics = {k: v for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)}
+    metrics = {k: v for k, v in summary.val_metrics.items() if isinstance(v, float)}
     if metrics:  # task metrics of the exported weights, e.g. val_accuracy
         out.print(" · ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    out.print(f"output: {summary['export']}")
+    out.print(f"output: {summary.export}")

@@ -11,29 +11,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.schema import (
-    Config,
-    FreezeConfig,
-    FullConfig,
-    GradualUnfreezeConfig,
-    LayerwiseLrDecayConfig,
-    LoraConfig,
-    PrefixTuningConfig,
-    PromptTuningConfig,
-    QLoraConfig,
-)
+from tunesmith.config.components import DEFAULT_METHOD, method_configs
+from tunesmith.config.schema import Config
 from tunesmith.errors import UserError, did_you_mean
-
-METHOD_MODELS: dict[str, type[BaseModel]] = {
-    "lora": LoraConfig,
-    "qlora": QLoraConfig,
-    "full": FullConfig,
-    "freeze": FreezeConfig,
-    "gradual_unfreeze": GradualUnfreezeConfig,
-    "layerwise_lr_decay": LayerwiseLrDecayConfig,
-    "prompt_tuning": PromptTuningConfig,
-    "prefix_tuning": PrefixTuningConfig,
-}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -84,11 +64,9 @@ def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | N
     for part in loc[:-1]:
         if model is None or not isinstance(part, str):
             return None
-        if part == "method" and model is Config:
-            name = node.get("method", {}).get("name", "lora") if isinstance(node, dict) else "lora"
-            model, node = METHOD_MODELS.get(name), node.get("method", {})
-            continue
-        if part in METHOD_MODELS and model is Config:
+        if part == "method" and model is Config:  # the config class the method's name registered
+            method = node.get("method", {}) if isinstance(node, dict) else {}
+            model, node = method_configs().get(method.get("name", DEFAULT_METHOD)), method
             continue
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
@@ -98,15 +76,15 @@ def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | N
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
-    loc = tuple(p for p in error["loc"] if p not in METHOD_MODELS)
+    loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
         model = _model_at(loc, data)
         hint = did_you_mean(str(loc[-1]), model.model_fields) if model else ""
         valid = ", ".join(model.model_fields) if model else ""
         return f"unknown key '{dotted}'.{hint}" + (f" Valid keys here: {valid}." if not hint and valid else "")
-    if error["type"] == "union_tag_invalid":
-        return f"'{dotted}.name' must be one of: {', '.join(METHOD_MODELS)}"
+    if error["type"] == "method_name":
+        return error["msg"]
     message = error["msg"].removeprefix("Value error, ")  # our validators' messages stand on their own
     return f"'{dotted}': {message}" if dotted else message
 

@@ -6,11 +6,23 @@ Every model forbids unknown keys; `config.load` turns such errors into a suggest
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tunesmith.config.components import DEFAULT_METHOD, method_configs, task_names
 
 
 class Section(BaseModel):
@@ -104,123 +116,35 @@ class DataConfig(Section):
     check: DataCheckConfig = Field(default_factory=DataCheckConfig)
 
 
-class _LoraOptions(Section):
-    """Adapter options shared by `lora` and `qlora` (field reuse only; each method is its own config)."""
+class MethodSection(Section):
+    """What every training method's config has: its name. Each method defines its own subclass in
+    `methods/<name>.py` (with `name: Literal["<name>"]`) and registers it (`config.components`)."""
 
-    r: int = Field(16, ge=1, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r)).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: str | list[str] = Field("all-linear", description="Module names to adapt, or 'all-linear'.")
-    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction.")
-    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r), steadier at high ranks.")
+    name: str
 
 
-class LoraConfig(_LoraOptions):
-    name: Literal["lora"] = "lora"
+def _method_config(value: object, handler: ValidatorFunctionWrapHandler) -> MethodSection:
+    """Validate a `method:` mapping with the config class its `name` registered."""
+    if isinstance(value, MethodSection):
+        return value
+    if not isinstance(value, dict):
+        return handler(value)
+    configs = method_configs()
+    name = value.get("name", DEFAULT_METHOD)
+    if name not in configs:
+        raise PydanticCustomError("method_name", "'method.name' must be one of: {names}", {"names": ", ".join(configs)})
+    return configs[name].model_validate(value)
 
 
-class QLoraConfig(_LoraOptions):
-    name: Literal["qlora"] = "qlora"
-    bits: Literal[4, 8] = Field(4, description="Storage of the frozen base's linear layers: 4-bit or 8-bit.")
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit number format (nf4 suits normal weights).")
-    double_quant: bool = Field(True, description="Quantize the 4-bit scales too (saves ~0.4 bit per weight).")
-
-    @model_validator(mode="after")
-    def _dora_needs_4bit(self) -> QLoraConfig:
-        if self.use_dora and self.bits == 8:
-            raise ValueError("use_dora needs bits: 4 (bitsandbytes 8-bit layers do not support DoRA on CPU)")
-        return self
+# Serialized as the registered class it is (not as the bare base), so a dumped config keeps every method option.
+MethodConfig = SerializeAsAny[Annotated[MethodSection, WrapValidator(_method_config)]]
 
 
-class FullConfig(Section):
-    name: Literal["full"] = "full"
-
-
-def _check_patterns(patterns: list[str]) -> list[str]:
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    return patterns
-
-
-Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
-
-
-class FreezeConfig(Section):
-    name: Literal["freeze"] = "freeze"
-    freeze_embeddings: bool = Field(True, description="Freeze the input embeddings (and an lm_head tied to them).")
-    freeze_layers: int = Field(0, ge=0, description="Freeze the bottom N transformer layers.")
-    freeze_patterns: Patterns = Field(
-        default_factory=list, description="Also freeze parameters whose name matches one of these regexes."
-    )
-    train_patterns: Patterns = Field(
-        default_factory=list, description="Train parameters whose name matches one of these regexes (wins over all)."
-    )
-
-
-class GradualUnfreezeConfig(Section):
-    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
-    every_steps: int | None = Field(None, ge=1, description="Unfreeze the next layer group every N optimizer steps.")
-    every_epochs: int | None = Field(
-        None, ge=1, description="Unfreeze the next layer group every N epochs (default 1 when every_steps is unset)."
-    )
-    unfreeze_embeddings: bool = Field(True, description="Finally unfreeze the embeddings (and a tied lm_head) too.")
-    lr_decay: float | None = Field(
-        None, gt=0, le=1, description="Also use layer-wise learning rates: each layer's is the one above times this."
-    )
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> GradualUnfreezeConfig:
-        if self.every_steps is not None and self.every_epochs is not None:
-            raise ValueError("set every_steps or every_epochs, not both")
-        return self
-
-
-class LayerwiseLrDecayConfig(Section):
-    name: Literal["layerwise_lr_decay"] = "layerwise_lr_decay"
-    decay: float = Field(
-        0.8, gt=0, le=1, description="Each layer's learning rate is the next higher one's times this; head: full."
-    )
-
-
-class PromptTuningConfig(Section):
-    name: Literal["prompt_tuning"] = "prompt_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, description="Trainable soft-prompt vectors prepended to every input.")
-    init_text: str | None = Field(
-        None, description="Start the soft prompt from this text's token embeddings; null: random initialisation."
-    )
-
-
-class PrefixTuningConfig(Section):
-    name: Literal["prefix_tuning"] = "prefix_tuning"
-    num_virtual_tokens: int = Field(20, ge=1, description="Trainable key/value positions prepended in every layer.")
-    init_text: str | None = Field(
-        None,
-        description="Start the prefix from the model's own keys/values for this text (as if it preceded every "
-        "input); null: zeros. PEFT's random start wrecks a small model's outputs.",
-    )
-    projection: bool = Field(False, description="Reparameterise the prefix through a 2-layer MLP (steadier).")
-
-    @model_validator(mode="after")
-    def _text_needs_no_projection(self) -> PrefixTuningConfig:
-        if self.init_text and self.projection:
-            raise ValueError("init_text sets the prefix itself, so it needs projection: false")
-        return self
-
-
-MethodConfig = Annotated[
-    LoraConfig
-    | QLoraConfig
-    | FullConfig
-    | FreezeConfig
-    | GradualUnfreezeConfig
-    | LayerwiseLrDecayConfig
-    | PromptTuningConfig
-    | PrefixTuningConfig,
-    Field(discriminator="name"),
-]
+def _registered_task(name: str) -> str:
+    names = task_names()
+    if name not in names:
+        raise ValueError(f"'{name}' is not a task; one of: {', '.join(names)}")
+    return name
 
 
 class RegularizationConfig(Section):
@@ -234,7 +158,7 @@ class RegularizationConfig(Section):
 
 
 def _unknown_metric(name: str) -> str | None:
-    from tunesmith.evaluate.metrics import unknown_metric  # the registry imports no model code
+    from tunesmith.metrics import unknown_metric  # the registry imports no model code
 
     return unknown_metric(name)
 
@@ -304,14 +228,14 @@ class TrainConfig(Section):
     attention: Literal["auto", "model"] = Field(
         "auto",
         description="auto: while training on CPU, a model on SDPA computes causal self-attention as batched "
-        "matmuls in blocks of 128 queries (2.5-5x faster than torch's fused CPU kernel on rows of 64-512 tokens); "
+        "matmuls in blocks of 128 queries (faster than torch's fused CPU kernel; docs/performance.md); "
         "evaluation, generation and export keep SDPA. model: the model's own attention function throughout.",
     )
     fused_ops: Literal["auto", "model"] = Field(
         "auto",
         description="auto: while training on CPU, models of >= 20 M parameters run RMSNorm, rotary embeddings and "
         "the gated MLP's act(gate)*up as kernels compiled by torch.compile from the model's own code, and plain "
-        "LoRA layers add their update inside the matmul (smollm2-135m: +13% per training step). Checked against "
+        "LoRA layers add their update inside the matmul (speed-up: docs/performance.md). Checked against "
         "the model's own code before training; validation and generation keep the model's code. Needs a C++ compiler; "
         "without one only the LoRA part applies. model: the model's own code throughout.",
     )
@@ -319,8 +243,8 @@ class TrainConfig(Section):
         None,
         ge=1,
         description="Every N optimizer steps, return memory the C allocator keeps after freeing tensors to the "
-        "OS (glibc malloc_trim; Linux only). Lowers peak memory a little (every 5 steps: -7%) at a speed cost "
-        "(-9%); null: never.",
+        "OS (glibc malloc_trim; Linux only). Lowers peak memory a little at a speed cost (docs/performance.md); "
+        "null: never.",
     )
     activation_checkpointing: OnOffAuto = Field(
         "auto",
@@ -335,7 +259,7 @@ class TrainConfig(Section):
         description="sft: lay each micro-batch out as rows holding several examples (less padding), each "
         "attending only to itself; the same examples make each step, so the loss is the padded one. auto: pack "
         "when the model keeps packed examples apart (checked at start); on: error when it does not. Off by "
-        "default: with length-grouped batches it measured no faster on CPU (docs/performance.md).",
+        "default: with length-grouped batches it is no faster on CPU (docs/performance.md).",
     )
 
 
@@ -372,10 +296,11 @@ class SelfTrainingConfig(Section):
 class TaskConfig(Section):
     """What the model learns; see docs/tasks.md. Options apply only to the tasks named in their help."""
 
-    name: Literal["sft", "classify", "ner", "pretrain"] = Field(
+    name: Annotated[str, AfterValidator(_registered_task)] = Field(
         "sft",
         description="sft: answer chat turns (causal LM). classify: one label per text (new classification head). "
-        "ner: one BIO tag per word (new token-classification head). pretrain: continued pre-training on raw text.",
+        "ner: one BIO tag per word (new token-classification head). pretrain: continued pre-training on raw text. "
+        "Any registered task (tunesmith.tasks.TASKS).",
     )
     labels: list[str] | None = Field(
         None,
@@ -462,8 +387,8 @@ class AuditConfig(Section):
     batch_size: int = Field(16, ge=1, description="Sequences per scoring forward pass.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
-        description="Pair scoring precision. bf16 autocast is ~2x faster on CPUs with AVX512-BF16/AMX but flips "
-        "~1% of close pair preferences (bench/audit_scoring.py).",
+        description="Pair scoring precision. bf16 autocast is faster on CPUs with AVX512-BF16/AMX but flips some "
+        "close pair preferences (measured: docs/performance.md).",
     )
     seed: int = Field(0, description="Seed of the bootstrap.")
 
@@ -473,7 +398,7 @@ class Config(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=LoraConfig)
+    method: MethodConfig = Field(default_factory=lambda: method_configs()[DEFAULT_METHOD]())
     train: TrainConfig = Field(default_factory=TrainConfig)
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -497,5 +422,5 @@ class Config(Section):
     @classmethod
     def _default_method_name(cls, data: object) -> object:
         if isinstance(data, dict) and isinstance(data.get("method"), dict) and "name" not in data["method"]:
-            data = {**data, "method": {"name": "lora", **data["method"]}}
+            data = {**data, "method": {"name": DEFAULT_METHOD, **data["method"]}}
         return data

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tunesmith.data.tokenize import Encoded
-from tunesmith.train.numerics import IGNORE_INDEX
+from tunesmith.data.tokenize import IGNORE_INDEX, Encoded
 
 _GROUP_BATCHES = 16  # sort by length within windows of this many batches: little padding, still shuffled
 

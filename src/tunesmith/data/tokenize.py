@@ -12,8 +12,13 @@ from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.config import Config
 from tunesmith.data.example import Example
-from tunesmith.train.numerics import IGNORE_INDEX
+from tunesmith.errors import UserError
+from tunesmith.models import load_tokenizer
+from tunesmith.output import warn
+
+IGNORE_INDEX = -100  # the label of a token that carries no loss (PyTorch's cross-entropy default)
 
 # No token of the vocabularies we know spans more characters than this, so the first `max_length` tokens of a
 # conversation lie within its first `max_length * CHARS_PER_TOKEN` characters of content.
@@ -70,6 +75,26 @@ def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
         return False
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     return True
+
+
+def with_chat_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer, given a ChatML template (with a warning) when it ships none."""
+    if ensure_chat_template(tokenizer):
+        warn("the tokenizer has no chat template; using ChatML")
+    return tokenizer
+
+
+def load_chat_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a ChatML template when it ships none."""
+    return with_chat_template(load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code))
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id batches are padded with: the pad token, else EOS."""
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pid is None:
+        raise UserError("the tokenizer has neither a pad nor an eos token; cannot batch examples")
+    return pid
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:

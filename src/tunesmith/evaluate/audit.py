@@ -14,9 +14,8 @@ from tunesmith.config import load_config
 from tunesmith.evaluate.bias import run_bias
 from tunesmith.evaluate.forgetting import run_forgetting
 from tunesmith.evaluate.model_pair import load_pair
-from tunesmith.train.run_dir import CONFIG_FILE
+from tunesmith.train.run_folder import RunFolder
 
-AUDIT_FILE = "audit.json"
 Part = Literal["all", "forgetting", "bias"]
 
 
@@ -27,7 +26,7 @@ def run_audit(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Load the run once and run the audits asked for; `overrides` are `--set` assignments (audit.* keys)."""
-    cfg = load_config(run_dir / CONFIG_FILE, overrides)
+    cfg = load_config(RunFolder(run_dir).config, overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     pair = load_pair(run_dir)

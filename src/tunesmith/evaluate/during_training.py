@@ -15,8 +15,8 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded
-from tunesmith.evaluate.loss import evaluate_loss
 from tunesmith.evaluate.scoring import EvalPlan, by_generation, candidate_labels, target_tokens
+from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.precision import use_bf16
 
 Evaluate = Callable[[nn.Module], tuple[float, dict[str, float]]]

@@ -20,13 +20,12 @@ from tunesmith.config.schema import AuditConfig
 from tunesmith.data.batching import collate, eval_batches
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
-from tunesmith.data.tokenize import Encoded, encode_examples
+from tunesmith.data.tokenize import Encoded, encode_examples, pad_id
 from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
 from tunesmith.evaluate.model_pair import ModelPair
 from tunesmith.evaluate.reference import generated_reference, user_reference
-from tunesmith.evaluate.sequence_scoring import pad_id
 from tunesmith.train.numerics import IGNORE_INDEX, mean_loss
 
 KL_BATCH = 4  # two full-vocabulary logit blocks per batch: keep them small

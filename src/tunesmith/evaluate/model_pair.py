@@ -11,8 +11,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import Config
+from tunesmith.methods.loading import LoadedModel, load_run
 from tunesmith.models import load_causal_lm
-from tunesmith.serve.loading import LoadedModel, load_run
 
 
 @dataclass

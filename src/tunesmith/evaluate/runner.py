@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -21,26 +20,19 @@ from tunesmith.config import Config
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
 from tunesmith.data.prepare import Splits, split_examples
-from tunesmith.data.tokenize import encode_examples
+from tunesmith.data.tokenize import encode_examples, pad_id
 from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import exact_match, generate_all
-from tunesmith.evaluate.loss import evaluate_loss
-from tunesmith.evaluate.metrics import METRICS
 from tunesmith.evaluate.scoring import EvalPlan, plan_eval, score_system, target_tokens
 from tunesmith.evaluate.shots import ShotPool, build_prompts, shot_pool
+from tunesmith.methods.loading import LoadedModel, load_run
+from tunesmith.metrics import METRICS
 from tunesmith.models import load_causal_lm
-from tunesmith.recipes.common import pad_id
-from tunesmith.serve.loading import LoadedModel, load_run
+from tunesmith.output import err
+from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.precision import use_bf16
 
 DEFAULT_CONTEXT = 2048  # when the model config names no context window
-console = Console(stderr=True)
-
-
-def eval_examples(cfg: Config, data_path: str | None, splits: Splits | None = None) -> tuple[list[Example], str]:
-    """The rows to evaluate on: a given file, or the run's own validation split."""
-    rows, source, _ = _eval_rows(cfg, data_path, splits)
-    return rows, source
 
 
 def _eval_rows(cfg: Config, data_path: str | None, splits: Splits | None) -> tuple[list[Example], str, str]:
@@ -116,7 +108,7 @@ def score_systems(
         budget = context_budget(model, tokenizer, plan)
         for k in shots:
             info: dict[str, Any] = {"name": f"base {k}-shot", "model": "base", "shots": k}
-            console.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
+            err.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
             prompts = zero
             if k:
                 assert pool is not None
@@ -125,7 +117,7 @@ def score_systems(
                 info["mean_shots_used"] = sum(built.shots_used) / max(len(rows), 1)
                 info["shot_lines"] = built.shot_lines[:5]  # a sample, to see what was shown
             systems.append(info | score_system(model, tokenizer, rows, prompts, plan, cfg, pad if not k else None))
-    console.print(f"scoring tuned on {len(rows)} rows", style="dim", highlight=False)
+    err.print(f"scoring tuned on {len(rows)} rows", style="dim", highlight=False)
     tuned = score_system(loaded.model, tokenizer, rows, zero, plan, cfg, pad)
     systems.append({"name": "tuned", "model": "tuned", "shots": 0} | tuned)
     return systems

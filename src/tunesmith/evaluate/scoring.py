@@ -24,8 +24,8 @@ from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
 from tunesmith.evaluate.generate import generate_all
 from tunesmith.evaluate.label_scoring import label_logprobs
-from tunesmith.evaluate.loss import evaluate_loss
-from tunesmith.evaluate.metrics import METRICS, normalize_answer
+from tunesmith.metrics import METRICS, normalize_answer
+from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.precision import use_bf16
 
 SHORT_TARGET_TOKENS = 32  # exact match is meaningful for short answers, not for essays

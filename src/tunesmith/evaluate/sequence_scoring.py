@@ -16,11 +16,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.batching import eval_batches
+from tunesmith.data.tokenize import pad_id
 from tunesmith.errors import UserError
-
-
-def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def start_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -11,9 +11,13 @@ from pydantic import BaseModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config.schema import TrainConfig
+from tunesmith.config.schema import MethodSection, TrainConfig
+from tunesmith.errors import UserError
 from tunesmith.methods.layers import try_layer_groups
+from tunesmith.models import load_tokenizer
+from tunesmith.models.resolve import check_adapter_folder
 from tunesmith.train.checkpoint import TrainState
+from tunesmith.train.run_folder import RunFolder
 
 ParamGroups = Callable[[nn.Module, TrainConfig], list[dict]]
 
@@ -32,16 +36,33 @@ def no_loop_hooks(model: nn.Module, cfg: BaseModel) -> LoopHooks:
 
 
 @dataclass(frozen=True)
-class Method:
-    """A strategy: `apply` makes the right parameters trainable; `export` writes a folder plain HF/PEFT can load.
+class ModelBuilders:
+    """What a task gives a method's `load`: how to build the untuned model an adapter sits on (given the
+    export's tokenizer), and how to load a whole model saved in a folder. The task knows the model class (causal
+    LM, or a body with a classification head); the method knows what its export holds."""
 
+    base: Callable[[PreTrainedTokenizerBase], nn.Module]
+    saved: Callable[[Path], nn.Module]
+
+
+Load = Callable[[Path, ModelBuilders], tuple[nn.Module, PreTrainedTokenizerBase]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A strategy: `apply` makes the right parameters trainable; `export` writes a folder plain HF/PEFT can load;
+    `load` reads a finished run's export back for use (evaluation, prediction, chat).
+
+    `config` is the method's own config class (`method:` in the YAML); registering the method registers it.
     `loop_hooks` is called on the applied model and gives the loop the method's parameter groups (e.g. layer-wise
     learning rates) and before-step hooks (e.g. an unfreezing schedule).
     """
 
     name: str
+    config: type[MethodSection]
     apply: Callable[[nn.Module, BaseModel], nn.Module]
     export: Callable[[nn.Module, PreTrainedTokenizerBase, Path], Path]
+    load: Load
     frozen_base: bool  # True when the base weights never change (they may then be stored in bf16)
     loop_hooks: Callable[[nn.Module, BaseModel], LoopHooks] = no_loop_hooks
 
@@ -61,7 +82,30 @@ def save_with_tokenizer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, ou
 
 def export_adapter(model: nn.Module, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
     """Save a PEFT adapter (safetensors) with the tokenizer: `PeftModel.from_pretrained` loads it on the base."""
-    return save_with_tokenizer(model, tokenizer, run_dir / "adapter")
+    return save_with_tokenizer(model, tokenizer, RunFolder(run_dir).adapter)
+
+
+def _exported(folder: Path, run_dir: Path) -> Path:
+    if not folder.is_dir():
+        raise UserError(f"{run_dir}: the run has no {folder.name}/ folder yet (did training finish?)")
+    return folder
+
+
+def load_adapter(run_dir: Path, builders: ModelBuilders) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The exported adapter on a freshly built base (safetensors only; a pickle-only folder is refused)."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    folder = _exported(RunFolder(run_dir).adapter, run_dir)
+    check_adapter_folder(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # our own export: tokenizer files, no weights
+    return PeftModel.from_pretrained(builders.base(tokenizer), str(folder), is_trainable=False), tokenizer
+
+
+def load_whole(run_dir: Path, builders: ModelBuilders) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The exported whole model and its tokenizer."""
+    folder = _exported(RunFolder(run_dir).model, run_dir)
+    return builders.saved(folder), load_tokenizer(str(folder))
 
 
 def parameter_report(model: nn.Module) -> dict[str, Any]:

@@ -8,14 +8,40 @@ freezing the embeddings freezes that lm_head too: it is the same matrix.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, Field
 from torch import nn
 
-from tunesmith.config.schema import FreezeConfig
+from tunesmith.config.schema import MethodSection
 from tunesmith.errors import UserError
 from tunesmith.methods import full
-from tunesmith.methods.base import Method
+from tunesmith.methods.base import Method, load_whole
 from tunesmith.methods.layers import EMBEDDINGS, layer_groups
+
+
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
+
+
+class FreezeConfig(MethodSection):
+    name: Literal["freeze"] = "freeze"
+    freeze_embeddings: bool = Field(True, description="Freeze the input embeddings (and an lm_head tied to them).")
+    freeze_layers: int = Field(0, ge=0, description="Freeze the bottom N transformer layers.")
+    freeze_patterns: Patterns = Field(
+        default_factory=list, description="Also freeze parameters whose name matches one of these regexes."
+    )
+    train_patterns: Patterns = Field(
+        default_factory=list, description="Train parameters whose name matches one of these regexes (wins over all)."
+    )
 
 
 def _frozen_by_position(model: nn.Module, cfg: FreezeConfig) -> set[str]:
@@ -41,4 +67,4 @@ def apply(model: nn.Module, cfg: FreezeConfig) -> nn.Module:
     return model
 
 
-METHOD = Method(name="freeze", apply=apply, export=full.export, frozen_base=False)
+METHOD = Method(name="freeze", config=FreezeConfig, apply=apply, export=full.export, load=load_whole, frozen_base=False)

@@ -12,14 +12,35 @@ schedule is a pure function of the train state, applied before every step (the f
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
 from torch import nn
 
-from tunesmith.config.schema import GradualUnfreezeConfig, TrainConfig
+from tunesmith.config.schema import MethodSection, TrainConfig
 from tunesmith.methods import full
-from tunesmith.methods.base import LoopHooks, Method
+from tunesmith.methods.base import LoopHooks, Method, load_whole
 from tunesmith.methods.layers import EMBEDDINGS, HEAD, layer_groups
 from tunesmith.methods.layerwise_lr import scaled_param_groups
 from tunesmith.train.checkpoint import TrainState
+
+
+class GradualUnfreezeConfig(MethodSection):
+    name: Literal["gradual_unfreeze"] = "gradual_unfreeze"
+    every_steps: int | None = Field(None, ge=1, description="Unfreeze the next layer group every N optimizer steps.")
+    every_epochs: int | None = Field(
+        None, ge=1, description="Unfreeze the next layer group every N epochs (default 1 when every_steps is unset)."
+    )
+    unfreeze_embeddings: bool = Field(True, description="Finally unfreeze the embeddings (and a tied lm_head) too.")
+    lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Also use layer-wise learning rates: each layer's is the one above times this."
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> GradualUnfreezeConfig:
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("set every_steps or every_epochs, not both")
+        return self
 
 
 def unfreeze_order(model: nn.Module, cfg: GradualUnfreezeConfig) -> list[list[nn.Parameter]]:
@@ -67,4 +88,12 @@ def loop_hooks(model: nn.Module, cfg: GradualUnfreezeConfig) -> LoopHooks:
     return LoopHooks(param_groups=param_groups, before_step=[before_step])
 
 
-METHOD = Method(name="gradual_unfreeze", apply=apply, export=full.export, frozen_base=False, loop_hooks=loop_hooks)
+METHOD = Method(
+    name="gradual_unfreeze",
+    config=GradualUnfreezeConfig,
+    apply=apply,
+    export=full.export,
+    load=load_whole,
+    frozen_base=False,
+    loop_hooks=loop_hooks,
+)

@@ -9,13 +9,22 @@ rate by the same factor, so the ratios hold through warmup and decay.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
+from pydantic import Field
 from torch import nn
 
-from tunesmith.config.schema import LayerwiseLrDecayConfig, TrainConfig
+from tunesmith.config.schema import MethodSection, TrainConfig
 from tunesmith.methods import full
-from tunesmith.methods.base import LoopHooks, Method
+from tunesmith.methods.base import LoopHooks, Method, load_whole
 from tunesmith.methods.layers import EMBEDDINGS, layer_groups
+
+
+class LayerwiseLrDecayConfig(MethodSection):
+    name: Literal["layerwise_lr_decay"] = "layerwise_lr_decay"
+    decay: float = Field(
+        0.8, gt=0, le=1, description="Each layer's learning rate is the next higher one's times this; head: full."
+    )
 
 
 def lr_scales(model: nn.Module, decay: float) -> dict[str, float]:
@@ -55,5 +64,11 @@ def loop_hooks(model: nn.Module, cfg: LayerwiseLrDecayConfig) -> LoopHooks:
 
 
 METHOD = Method(
-    name="layerwise_lr_decay", apply=full.apply, export=full.export, frozen_base=False, loop_hooks=loop_hooks
+    name="layerwise_lr_decay",
+    config=LayerwiseLrDecayConfig,
+    apply=full.apply,
+    export=full.export,
+    load=load_whole,
+    frozen_base=False,
+    loop_hooks=loop_hooks,
 )

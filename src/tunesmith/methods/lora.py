@@ -5,16 +5,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
+from pydantic import Field
 from torch import nn
 
-from tunesmith.config.schema import LoraConfig, QLoraConfig
-from tunesmith.methods.base import Method, export_adapter
+from tunesmith.config.schema import MethodSection
+from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.peft_task import peft_task_options
 
 
-def peft_config(cfg: LoraConfig | QLoraConfig, model: nn.Module | None = None) -> PeftLoraConfig:
+class LoraOptions(MethodSection):
+    """Adapter options shared by `lora` and `qlora` (field reuse only; each method is its own config)."""
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r)).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field("all-linear", description="Module names to adapt, or 'all-linear'.")
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r), steadier at high ranks.")
+
+
+class LoraConfig(LoraOptions):
+    name: Literal["lora"] = "lora"
+
+
+def peft_config(cfg: LoraOptions, model: nn.Module | None = None) -> PeftLoraConfig:
     """The PEFT LoRA config for our (q)lora settings; `model` decides the task type (see `peft_task`)."""
     return PeftLoraConfig(
         r=cfg.r,
@@ -32,4 +50,4 @@ def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     return get_peft_model(model, peft_config(cfg, model), autocast_adapter_dtype=True)
 
 
-METHOD = Method(name="lora", apply=apply, export=export_adapter, frozen_base=True)
+METHOD = Method(name="lora", config=LoraConfig, apply=apply, export=export_adapter, load=load_adapter, frozen_base=True)

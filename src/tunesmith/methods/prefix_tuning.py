@@ -11,16 +11,36 @@ preceded every input.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from peft import PrefixTuningConfig as PeftPrefixTuningConfig
 from peft import get_peft_model
+from pydantic import Field, model_validator
 from torch import nn
 from transformers import AutoTokenizer
 
-from tunesmith.config.schema import PrefixTuningConfig
+from tunesmith.config.schema import MethodSection
 from tunesmith.errors import UserError
-from tunesmith.methods.base import Method, export_adapter
+from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.peft_task import peft_task_type
+
+
+class PrefixTuningConfig(MethodSection):
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trainable key/value positions prepended in every layer.")
+    init_text: str | None = Field(
+        None,
+        description="Start the prefix from the model's own keys/values for this text (as if it preceded every "
+        "input); null: zeros. PEFT's random start wrecks a small model's outputs.",
+    )
+    projection: bool = Field(False, description="Reparameterise the prefix through a 2-layer MLP (steadier).")
+
+    @model_validator(mode="after")
+    def _text_needs_no_projection(self) -> PrefixTuningConfig:
+        if self.init_text and self.projection:
+            raise ValueError("init_text sets the prefix itself, so it needs projection: false")
+        return self
 
 
 def text_keys_values(model: nn.Module, text: str, n_tokens: int) -> torch.Tensor:
@@ -61,4 +81,11 @@ def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
     return peft_model
 
 
-METHOD = Method(name="prefix_tuning", apply=apply, export=export_adapter, frozen_base=True)
+METHOD = Method(
+    name="prefix_tuning",
+    config=PrefixTuningConfig,
+    apply=apply,
+    export=export_adapter,
+    load=load_adapter,
+    frozen_base=True,
+)

@@ -6,13 +6,24 @@ prompt-learning model and scores only the real tokens.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from peft import PromptTuningConfig as PeftPromptTuningConfig
 from peft import PromptTuningInit, get_peft_model
+from pydantic import Field
 from torch import nn
 
-from tunesmith.config.schema import PromptTuningConfig
-from tunesmith.methods.base import Method, export_adapter
+from tunesmith.config.schema import MethodSection
+from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.peft_task import peft_task_type
+
+
+class PromptTuningConfig(MethodSection):
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trainable soft-prompt vectors prepended to every input.")
+    init_text: str | None = Field(
+        None, description="Start the soft prompt from this text's token embeddings; null: random initialisation."
+    )
 
 
 def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
@@ -33,4 +44,11 @@ def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
     return get_peft_model(model, peft_cfg)
 
 
-METHOD = Method(name="prompt_tuning", apply=apply, export=export_adapter, frozen_base=True)
+METHOD = Method(
+    name="prompt_tuning",
+    config=PromptTuningConfig,
+    apply=apply,
+    export=export_adapter,
+    load=load_adapter,
+    frozen_base=True,
+)

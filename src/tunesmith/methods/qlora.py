@@ -14,18 +14,32 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from peft import get_peft_model
+from pydantic import Field, model_validator
 from torch import nn
 
-from tunesmith.compat import keep_4bit_trainable_on_cpu, quiet_int8_cast_notice
-from tunesmith.config.schema import QLoraConfig
+from tunesmith.compat.environment import keep_4bit_trainable_on_cpu, quiet_int8_cast_notice
 from tunesmith.errors import UserError
 from tunesmith.methods import lora
-from tunesmith.methods.base import Method, export_adapter
+from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.layers import transformer_layers
+from tunesmith.methods.lora import LoraOptions
+
+
+class QLoraConfig(LoraOptions):
+    name: Literal["qlora"] = "qlora"
+    bits: Literal[4, 8] = Field(4, description="Storage of the frozen base's linear layers: 4-bit or 8-bit.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit number format (nf4 suits normal weights).")
+    double_quant: bool = Field(True, description="Quantize the 4-bit scales too (saves ~0.4 bit per weight).")
+
+    @model_validator(mode="after")
+    def _dora_needs_4bit(self) -> QLoraConfig:
+        if self.use_dora and self.bits == 8:
+            raise ValueError("use_dora needs bits: 4 (bitsandbytes 8-bit layers do not support DoRA on CPU)")
+        return self
 
 
 def _bitsandbytes() -> Any:
@@ -107,4 +121,6 @@ def apply(model: nn.Module, cfg: QLoraConfig) -> nn.Module:
     return get_peft_model(model, lora.peft_config(cfg, model), autocast_adapter_dtype=True)
 
 
-METHOD = Method(name="qlora", apply=apply, export=export_adapter, frozen_base=True)
+METHOD = Method(
+    name="qlora", config=QLoraConfig, apply=apply, export=export_adapter, load=load_adapter, frozen_base=True
+)

@@ -19,16 +19,13 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from rich.console import Console
-
 from tunesmith.errors import UserError, did_you_mean
 from tunesmith.models.cache import is_cached, model_dir
 from tunesmith.models.catalog import CATALOG, CatalogEntry
+from tunesmith.output import err
 
 SOURCE_MANIFEST = "tunesmith-source.json"  # written into every pulled folder: where it came from
 _SKIPPED_FILES = {".gitattributes"}
-
-_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copyable
 
 
 def pull(name: str, force: bool = False) -> Path:
@@ -60,7 +57,7 @@ def pull(name: str, force: bool = False) -> Path:
         _move_into_place(work / "model", target, force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _console.print(f"[green]✓[/] {name} ready in {target} ({time.perf_counter() - started:.0f} s)")
+    err.print(f"[green]✓[/] {name} ready in {target} ({time.perf_counter() - started:.0f} s)")
     return target
 
 
@@ -197,9 +194,9 @@ def _pid_alive(pid: int) -> bool:
 def _phase(message: str) -> Iterator[None]:
     """Show a spinner on stderr while a slow step runs, then a tick line with its duration."""
     started = time.perf_counter()
-    with _console.status(f"{message}..."):
+    with err.status(f"{message}..."):
         yield
-    _console.print(f"[green]✓[/] {message} ({time.perf_counter() - started:.1f} s)")
+    err.print(f"[green]✓[/] {message} ({time.perf_counter() - started:.1f} s)")
 
 
 def _last_line(text: str) -> str:

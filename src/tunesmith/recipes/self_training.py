@@ -14,20 +14,18 @@ that copy (exactly or nearly, by the data check's rules) a validation or evaluat
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from tunesmith.config import Config
-from tunesmith.data.augment.runner import write_jsonl
 from tunesmith.data.example import Example
-from tunesmith.data.io import read_records
+from tunesmith.data.io import read_records, write_jsonl
 from tunesmith.data.load import load_examples
-from tunesmith.data.pseudo_label import (
+from tunesmith.errors import UserError
+from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
+from tunesmith.evaluate.pseudo_label import (
     LabelSet,
     Protected,
     UnlabeledRow,
@@ -36,16 +34,13 @@ from tunesmith.data.pseudo_label import (
     read_unlabeled,
     run_label_set,
 )
-from tunesmith.errors import UserError
-from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
+from tunesmith.methods.loading import LoadedModel, load_run
+from tunesmith.output import err
 from tunesmith.recipes.train import run_train
-from tunesmith.serve.loading import LoadedModel, load_run
 from tunesmith.train.precision import threads, use_bf16
-from tunesmith.train.run_dir import SUMMARY_FILE as SFT_SUMMARY
 from tunesmith.train.run_dir import write_json
 
 SUMMARY_FILE = "self_training.json"
-console = Console(stderr=True)
 
 
 def _check(cfg: Config) -> None:
@@ -128,7 +123,7 @@ def _next_train_file(plan: _Plan, round_no: int, loaded: LoadedModel) -> tuple[P
         use_bf16(cfg.train.precision),
         plan.protected,
     )
-    console.print(f"round {round_no} pseudo-labels: {label_counts_line(report)}", highlight=False)
+    err.print(f"round {round_no} pseudo-labels: {label_counts_line(report)}", highlight=False)
     pseudo_file = plan.root / "data" / f"round-{round_no}-pseudo.jsonl"
     write_jsonl(pseudo_file, rows)
     train_file = plan.root / "data" / f"round-{round_no}-train.jsonl"
@@ -165,9 +160,10 @@ def run_self_training(cfg: Config, config_path: str | None = None) -> Path:
     pseudo: dict[str, Any] | None = None  # the pseudo-labels the coming round trains on
     for round_no in range(st.rounds + 1):
         started = time.perf_counter()
-        run_dir = run_train(_round_config(plan, round_no, train_file), config_path)
+        run = run_train(_round_config(plan, round_no, train_file), config_path)
+        run_dir = run.path
         entry: dict[str, Any] = {"round": round_no, "run_dir": str(run_dir), "train_file": str(train_file)}
-        entry["train_rows"] = json.loads((run_dir / SFT_SUMMARY).read_text())["train_examples"]
+        entry["train_rows"] = run.summary.train_examples
         if pseudo is not None:
             entry["pseudo_labels"] = pseudo
         with threads(cfg.train.threads):
@@ -182,5 +178,5 @@ def run_self_training(cfg: Config, config_path: str | None = None) -> Path:
         entry["seconds"] = round(time.perf_counter() - started, 1)
         summary["rounds"].append(entry)
         write_json(plan.root / SUMMARY_FILE, summary)
-        console.print(f"round {round_no}: accuracy {entry['eval_accuracy']:.4f} on {summary['eval_file']}")
+        err.print(f"round {round_no}: accuracy {entry['eval_accuracy']:.4f} on {summary['eval_file']}")
     return plan.root

@@ -12,24 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from tunesmith.compat.attention import CHECKED_ON as ATTENTION_CHECKED_ON
+from tunesmith.compat.attention import AttentionSwitch, training_attention
+from tunesmith.compat.fused import CHECKED_ON as FUSED_CHECKED_ON
+from tunesmith.compat.fused import FusedOps, fused_training_ops
+from tunesmith.compat.patches import unchecked_versions
+from tunesmith.compat.peft_casts import input_casts_still_happen, skip_adapter_input_casts
 from tunesmith.config import Config
 from tunesmith.data.quality.gate import check_before_training
-from tunesmith.environment import run_environment
+from tunesmith.data.tokenize import pad_id
 from tunesmith.errors import TrainingInterrupted
 from tunesmith.methods import METHODS, format_report, parameter_report
 from tunesmith.models import load_tokenizer
-from tunesmith.recipes.common import pad_id, perplexities, report_drops, restore_best, run_summary
+from tunesmith.output import err, warn
+from tunesmith.recipes.common import report_drops, restore_best
+from tunesmith.recipes.summary import RunSummary, TrainedRun, summarise
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
-from tunesmith.train.attention import training_attention
 from tunesmith.train.checkpoint import checkpoint_step
-from tunesmith.train.fused import FusedOps, fused_training_ops
 from tunesmith.train.loop import (
     InterruptAtOnce,
     LoopResult,
@@ -39,19 +44,18 @@ from tunesmith.train.loop import (
     run_training,
 )
 from tunesmith.train.memory import ActivationCheckpointing
-from tunesmith.train.metrics_log import plot_losses, read_metrics
+from tunesmith.train.metrics_log import plot_losses
 from tunesmith.train.objective import Objective
 from tunesmith.train.packing import resolve_packing
-from tunesmith.train.precision import skip_adapter_input_casts, threads, use_bf16
+from tunesmith.train.precision import threads, use_bf16
 from tunesmith.train.regularization import add_neftune, set_dropout
-
-console = Console(stderr=True)
+from tunesmith.train.run_folder import RunFolder
 
 
 def run_train(
     cfg: Config, config_path: str | None = None, resume: bool = False, hooks: list[StepHook] | None = None
-) -> Path:
-    """Train per `cfg.task`; returns the run folder (with summary.json on success)."""
+) -> TrainedRun:
+    """Train per `cfg.task`; returns the run folder and its summary (also in summary.json)."""
     return run_task(TASKS[cfg.task.name].steps, cfg, config_path, resume, hooks)
 
 
@@ -67,22 +71,16 @@ def apply_method(cfg: Config, model: nn.Module) -> nn.Module:
     for param in model.parameters():
         param.requires_grad_(False)
     if cfg.regularization.dropout is not None and not set_dropout(model, cfg.regularization.dropout):
-        console.print("[yellow]warning:[/] regularization.dropout: this model has no dropout setting to override")
+        err.print("[yellow]warning:[/] regularization.dropout: this model has no dropout setting to override")
     model = METHODS[cfg.method.name].apply(model, cfg.method)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     has_head = any(hasattr(base, name) for name in HEAD_NAMES)
     if has_head and not any(p.requires_grad for p in head_of(model).parameters()):
-        console.print(
+        err.print(
             f"[yellow]warning:[/] method {cfg.method.name} leaves the new {cfg.task.name} head frozen, so it stays "
             "random; use a method that trains it (full, lora, freeze)"
         )
     return model
-
-
-def _best_metrics(run_path: Path, best_step: int | None) -> dict[str, Any]:
-    """The task metrics logged at the evaluation that gave the best (exported) weights."""
-    rows = [r for r in read_metrics(run_path / "metrics.jsonl") if r.get("step") == best_step and "val_loss" in r]
-    return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
 
 
 def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | None) -> tuple[LoopResult, FusedOps]:
@@ -93,7 +91,7 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
         matmul_attention, fuse = cfg.train.attention == "auto", cfg.train.fused_ops == "auto"
         with (
             threads(cfg.train.threads),
-            training_attention(setup.model, matmul_attention, problems),
+            training_attention(setup.model, matmul_attention, problems) as attention,
             fused_training_ops(setup.model, fuse, setup.bf16) as fused,
         ):
             _report_fused(fused)
@@ -105,24 +103,33 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
     except BaseException as exc:
         runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    _report_runtime_patches(fused, problems, trained=result.steps_run > 0)
+    _report_runtime_patches(attention, fused, problems, trained=result.steps_run > 0)
     return result, fused
 
 
 def _report_fused(fused: FusedOps) -> None:
     if fused.kernels:
-        console.print(f"fused ops: {', '.join(fused.kernels)} (built and checked in {fused.seconds:.1f} s)")
+        err.print(f"fused ops: {', '.join(fused.kernels)} (built and checked in {fused.seconds:.1f} s)")
     for name, why in fused.failed.items():
-        console.print(f"[yellow]warning:[/] fused op {name} not used ({why}); the model's own code runs instead")
+        err.print(f"[yellow]warning:[/] fused op {name} not used ({why}); the model's own code runs instead")
 
 
-def _report_runtime_patches(fused: FusedOps, problems: list[str], trained: bool) -> None:
-    """One warning line per patch that stopped running or could not be undone; the run itself is complete."""
+def _report_runtime_patches(attention: AttentionSwitch, fused: FusedOps, problems: list[str], trained: bool) -> None:
+    """One warning line per patch that stopped running, could not be undone, or runs on library versions it was
+    not checked on; the run itself is complete."""
     idle = [name for name in fused.kernels if trained and fused.calls.get(name, 0) == 0]
     if idle:
         problems.append(f"fused ops {', '.join(idle)} never ran in training (a library replaced them)")
+    if attention and trained and attention.calls == 0:
+        problems.append("train.attention: the model never called the CPU attention (transformers moved its dispatch)")
+    for name, checked in (
+        ("fused ops", FUSED_CHECKED_ON if fused.kernels else ()),
+        ("train.attention", ATTENTION_CHECKED_ON if attention else ()),
+    ):
+        if lines := unchecked_versions(checked):
+            problems.append(f"{name} ran on library versions it was not checked on: {', '.join(lines)}")
     for line in [*problems, *fused.restore_problems]:
-        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 def _prepare(steps: TaskSteps, cfg: Config) -> tuple[Any, TaskData, dict[str, Any] | None]:
@@ -149,14 +156,14 @@ def _loop_setup(
 ) -> LoopSetup:
     """Everything the loop needs: data, the task's objective and validation pass, the method's hooks."""
     bf16 = use_bf16(cfg.train.precision)
-    if bf16:
-        skip_adapter_input_casts(model)
+    if bf16 and skip_adapter_input_casts(model) and (problem := input_casts_still_happen(model)):
+        warn(problem)
     method_hooks = METHODS[cfg.method.name].loop_hooks(model, cfg.method)
     param_groups = method_hooks.param_groups
-    if data.labels is not None:  # classify, ner: a new head, at its own rate (measured: docs/tasks.md)
+    if steps.new_head:  # classify, ner: the new head trains at its own rate (measured: docs/tasks.md)
         param_groups = with_head_lr(param_groups or default_param_groups, cfg.task.head_lr)
     for line in format_report(parameter_report(model)):
-        console.print(line, highlight=False)
+        err.print(line, highlight=False)
     return LoopSetup(
         model,
         data.prepared.train,
@@ -181,34 +188,23 @@ def _loop_setup(
 
 def _export_and_summarise(
     cfg: Config,
+    steps: TaskSteps,
     model: nn.Module,
     tokenizer: Any,
     data: TaskData,
     trained: tuple[LoopResult, FusedOps],
     run_path: Path,
     wall: float,
-) -> None:
+) -> RunSummary:
     """The export (plus the label map), the loss plot and summary.json."""
     result, fused = trained
     export_dir = METHODS[cfg.method.name].export(model, tokenizer, run_path)
-    if data.labels is not None:
-        write_task_file(export_dir, cfg.task.name, data.labels)
+    labels = data.labels if steps.new_head else None
+    if labels is not None:
+        write_task_file(export_dir, cfg.task.name, labels)
     title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
-    plot_losses(run_path / "metrics.jsonl", run_path / "loss.png", title)
-    summary = run_summary(cfg, model, result, data.prepared, export_dir, wall)
-    summary = perplexities({**summary, **_best_metrics(run_path, result.state.best_step)}, summary["base_val_loss"])
-    summary["fused_ops"] = {
-        "used": fused.kernels,
-        "skipped": fused.skipped,
-        "failed": fused.failed,
-        "setup_seconds": round(fused.seconds, 1),
-        "training_calls": fused.calls,
-        "restore_problems": fused.restore_problems,
-    }
-    summary["environment"] = run_environment()  # library versions and the project's commit
-    if data.labels is not None:
-        summary["labels"] = data.labels
-    runs.write_json(run_path / runs.SUMMARY_FILE, summary)
+    plot_losses(RunFolder(run_path).metrics, RunFolder(run_path).loss_plot, title)
+    return summarise(cfg, model, result, fused, data.prepared, run_path, export_dir, wall, labels)
 
 
 def _resume_point(cfg: Config, config_path: str | None) -> tuple[Path, Path | None]:
@@ -217,10 +213,10 @@ def _resume_point(cfg: Config, config_path: str | None) -> tuple[Path, Path | No
     changes = runs.check_resume_config(run_path, cfg)
     checkpoint, damaged = runs.resume_checkpoint(run_path)
     for line in damaged:
-        console.print(f"[yellow]warning:[/] damaged checkpoint {escape(line)}", highlight=False)
-    console.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
+        err.print(f"[yellow]warning:[/] damaged checkpoint {escape(line)}", highlight=False)
+    err.print(f"resuming {run_path} from {checkpoint.name if checkpoint else 'the start (no checkpoint)'}")
     for key, (old, new) in changes.items():
-        console.print(f"resume changes {key}: {old!r} -> {new!r}", highlight=False)
+        err.print(f"resume changes {key}: {old!r} -> {new!r}", highlight=False)
     runs.record_resume(run_path, cfg, checkpoint_step(checkpoint), changes)
     return run_path, checkpoint
 
@@ -231,8 +227,8 @@ def run_task(
     config_path: str | None = None,
     resume: bool = False,
     hooks: list[StepHook] | None = None,
-) -> Path:
-    """Train a task model per `cfg` with the task's `steps`; returns the run folder."""
+) -> TrainedRun:
+    """Train a task model per `cfg` with the task's `steps`; returns the run folder and its summary."""
     started, run_path = time.perf_counter(), None
     try:
         with InterruptAtOnce() as signals:
@@ -258,13 +254,13 @@ def run_task(
     if neftune is not None:
         neftune.remove()  # training noise only: the exported model sees clean embeddings
     wall = time.perf_counter() - started
-    _export_and_summarise(cfg, model, tokenizer, data, (result, fused), run_path, wall)
+    summary = _export_and_summarise(cfg, steps, model, tokenizer, data, (result, fused), run_path, wall)
     runs.set_status(run_path, "completed")
-    return run_path
+    return TrainedRun(run_path, summary)
 
 
 def _start_run(run_path: Path, data: TaskData, data_check: dict[str, Any] | None) -> None:
-    runs.write_json(run_path / "data_report.json", data.prepared.report)
+    runs.write_json(RunFolder(run_path).data_report, data.prepared.report)
     if data_check is not None:
-        runs.write_json(run_path / "data_check.json", data_check)
+        runs.write_json(RunFolder(run_path).data_check, data_check)
     runs.set_status(run_path, "running")

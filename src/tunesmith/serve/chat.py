@@ -6,14 +6,13 @@ import sys
 from threading import Thread
 
 import torch
-from rich.console import Console
 from transformers import TextIteratorStreamer
 
 from tunesmith.data.tokenize import render
-from tunesmith.serve.loading import LoadedModel
+from tunesmith.methods.loading import LoadedModel
+from tunesmith.output import err
 from tunesmith.train.precision import autocast, use_bf16
 
-console = Console(stderr=True)
 COMMANDS = "/reset clears the conversation, /exit quits"
 
 
@@ -59,12 +58,12 @@ def stream_reply(
 def repl(loaded: LoadedModel, system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.0) -> None:
     """Read user turns from stdin until /exit or EOF; the history is kept for context."""
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    console.print(f"[dim]chatting; {COMMANDS}[/]")
+    err.print(f"[dim]chatting; {COMMANDS}[/]")
     while True:
         try:
             line = input("you> ")
         except (EOFError, KeyboardInterrupt):
-            console.print()
+            err.print()
             return
         if line.strip() in {"/exit", "/quit"}:
             return

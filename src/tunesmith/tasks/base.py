@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.io import read_records
 from tunesmith.data.prepare import Prepared, Splits
-from tunesmith.data.tokenize import EncodeReport
+from tunesmith.data.tokenize import EncodeReport, pad_id
 from tunesmith.errors import UserError
 from tunesmith.train.objective import Objective
 
@@ -52,13 +52,15 @@ class TaskSteps:
     build_model: Callable[[Config, TaskData, PreTrainedTokenizerBase], nn.Module]  # base + head, before the method
     objective: Callable[[Config], Objective]  # loss and normaliser of a batch
     evaluator: Evaluator
+    # The model gets a new classification head over `TaskData.labels`: the head trains at `task.head_lr`, and
+    # the export carries the label set (task.json) and the summary lists it.
+    new_head: bool = False
 
 
 def on_val_split(evaluate: Evaluate) -> Evaluator:
     """An evaluator that runs `evaluate` on the run's encoded validation split."""
 
     def make(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> LoopEvaluate:
-        from tunesmith.recipes.common import pad_id
 
         pad, val = pad_id(tokenizer), data.prepared.val
         return lambda model: evaluate(model, val, pad, cfg, data.labels)
@@ -70,14 +72,30 @@ def on_val_split(evaluate: Evaluate) -> Evaluator:
 Predict = Callable[[Path, str], tuple[list[dict[str, Any]], dict[str, float]]]
 
 
+# The commands that use a tuned causal language model: they load it with `methods.loading.load_run`.
+LANGUAGE_MODEL_COMMANDS = frozenset({"chat", "eval", "audit"})
+
+
 @dataclass(frozen=True)
 class Task:
-    """A named task: the steps `tunesmith train` runs, and how `tunesmith predict` applies the trained model."""
+    """A named task: the steps `tunesmith train` runs, how `tunesmith predict` applies the trained model, and
+    which other commands its tuned model serves (`serves`; checked by `check_serves` before anything loads)."""
 
     name: str
     description: str
     predict: Predict
     steps: TaskSteps
+    serves: frozenset[str] = frozenset()
+
+
+def check_serves(task: Task, command: str, run_dir: Path) -> None:
+    """A one-line error when the run's task does not make a model `command` can use."""
+    if command not in task.serves:
+        others = ", ".join(sorted(task.serves | {"predict"}))
+        raise UserError(
+            f"{run_dir} is a {task.name} run ({task.description}); `tunesmith {command}` needs a run whose model is "
+            f"a language model (task sft or pretrain). This run's model serves: {others}"
+        )
 
 
 def label_set(configured: list[str] | None, seen: Sequence[str], where: str) -> list[str]:

@@ -22,9 +22,10 @@ from tunesmith.config import Config
 from tunesmith.data.example import Example
 from tunesmith.data.formats.base import RowError, check_text, require
 from tunesmith.data.prepare import Prepared, split_examples
-from tunesmith.data.tokenize import EncodeReport
+from tunesmith.data.tokenize import EncodeReport, pad_id
 from tunesmith.errors import DataError, UserError
-from tunesmith.evaluate.metrics import accuracy, macro_f1
+from tunesmith.methods import base_dtype
+from tunesmith.metrics import accuracy, macro_f1
 from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
 from tunesmith.tasks.heads import DECODER_HEAD, batched_logits, head_name, load_head_model, load_trained
 from tunesmith.tasks.pooling import set_pooling
@@ -145,7 +146,6 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The base model with a new sequence-classification head for the task's labels."""
-    from tunesmith.recipes.common import base_dtype, pad_id
 
     model = load_head_model(cfg, "sequence", data.labels or [], pad_id(tokenizer), base_dtype(cfg))
     set_pooling(model, cfg.task.pooling)
@@ -192,8 +192,7 @@ def _row_text(record: dict[str, Any], line: int, path: str) -> str:
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """A label and the probability of every label for each `{text}` row; metrics when rows have a `label`."""
-    from tunesmith.recipes.common import pad_id
-    from tunesmith.serve.loading import run_config
+    from tunesmith.methods.loading import run_config
 
     cfg = run_config(run_dir)
     rows = read_rows(data_path)
@@ -214,4 +213,6 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, ({**scores(gold, chosen), "labelled_rows": len(gold)} if gold else {})
 
 
-STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate))
+STEPS = TaskSteps(
+    prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate), new_head=True
+)

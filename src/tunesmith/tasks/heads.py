@@ -19,12 +19,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.batching import eval_batches
 from tunesmith.errors import UserError
+from tunesmith.methods import METHODS
+from tunesmith.methods.base import ModelBuilders
 from tunesmith.methods.peft_task import CLASSIFIER_HEADS
-from tunesmith.models import load_tokenizer, model_source, resolve_model
-from tunesmith.models.resolve import check_adapter_folder
+from tunesmith.models import model_source, resolve_model
 from tunesmith.tasks.base import TASK_FILE
 from tunesmith.tasks.pooling import set_pooling
 from tunesmith.train.precision import autocast
+from tunesmith.train.run_folder import RunFolder
 
 Kind = Literal["sequence", "token"]
 HEAD_NAMES = tuple(CLASSIFIER_HEADS)
@@ -130,29 +132,28 @@ def read_labels(folder: Path) -> list[str]:
 
 
 def load_trained(run_dir: Path, cfg: Config, kind: Kind) -> tuple[nn.Module, PreTrainedTokenizerBase, list[str]]:
-    """The tuned classifier of a finished run: the full model, or the adapter on a freshly built base."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
+    """The tuned classifier of a finished run, loaded the way its method exported it (`Method.load`): the
+    whole model, or the adapter on a base given a fresh head for the saved labels."""
+    labels: list[str] = []
 
-    adapter, full = run_dir / "adapter", run_dir / "model"
-    if full.is_dir():
-        labels = read_labels(full)
-        model = _auto_class(kind).from_pretrained(full, dtype=torch.float32, use_safetensors=True)
-        if kind == "sequence":  # the head was trained on this sentence vector, not on the checkpoint's pooler
-            set_pooling(model, cfg.task.pooling)
-        tokenizer = load_tokenizer(str(full))
-    elif adapter.is_dir():
-        check_adapter_folder(adapter)
-        labels = read_labels(adapter)
-        tokenizer = AutoTokenizer.from_pretrained(adapter)  # our own export: tokenizer files, no weights
-        base = load_head_model(cfg, kind, labels, tokenizer.pad_token_id)
-        if kind == "sequence":
-            set_pooling(base, cfg.task.pooling)
-        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False)
-    else:
-        raise UserError(f"{run_dir}: the run has no adapter/ or model/ folder yet (did training finish?)")
+    def base(tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+        labels[:] = read_labels(RunFolder(run_dir).adapter)
+        return _pooled(load_head_model(cfg, kind, labels, tokenizer.pad_token_id), kind, cfg)
+
+    def saved(folder: Path) -> nn.Module:
+        labels[:] = read_labels(folder)
+        model = _auto_class(kind).from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+        return _pooled(model, kind, cfg)
+
+    model, tokenizer = METHODS[cfg.method.name].load(run_dir, ModelBuilders(base, saved))
     model.eval()
     return model, tokenizer, labels
+
+
+def _pooled(model: nn.Module, kind: Kind, cfg: Config) -> nn.Module:
+    if kind == "sequence":  # the head was trained on this sentence vector, not on the checkpoint's pooler
+        set_pooling(model, cfg.task.pooling)
+    return model
 
 
 def batched_logits(

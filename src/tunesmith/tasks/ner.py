@@ -24,9 +24,10 @@ from tunesmith.data.batching import collate
 from tunesmith.data.formats.base import RowError, require
 from tunesmith.data.formats.tokens_tags import tokens_and_tags, word_list
 from tunesmith.data.prepare import Prepared, split_examples
-from tunesmith.data.tokenize import EncodeReport
+from tunesmith.data.tokenize import EncodeReport, pad_id
 from tunesmith.errors import DataError, UserError
-from tunesmith.evaluate.metrics import entities, entity_scores
+from tunesmith.methods import base_dtype
+from tunesmith.metrics import entities, entity_scores
 from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
 from tunesmith.tasks.heads import batched_logits, load_head_model, load_trained
 from tunesmith.train.numerics import IGNORE_INDEX
@@ -155,7 +156,6 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The base model with a new token-classification head for the tag set."""
-    from tunesmith.recipes.common import base_dtype, pad_id
 
     return load_head_model(cfg, "token", data.labels or [], pad_id(tokenizer), base_dtype(cfg))
 
@@ -208,8 +208,7 @@ def _row(record: dict[str, Any], line: int, path: str) -> tuple[list[str], list[
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Tags per token with their probabilities and the entities they form; entity F1 when rows have ner_tags."""
-    from tunesmith.recipes.common import pad_id
-    from tunesmith.serve.loading import run_config
+    from tunesmith.methods.loading import run_config
 
     cfg = run_config(run_dir)
     rows = read_rows(data_path)
@@ -234,4 +233,6 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, {"entity_f1": found["f1"], "entity_precision": found["precision"], "entity_recall": found["recall"]}
 
 
-STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate))
+STEPS = TaskSteps(
+    prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate), new_head=True
+)

@@ -26,11 +26,12 @@ from tunesmith.config.schema import DataConfig
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
 from tunesmith.data.prepare import Prepared, Splits, file_hash
-from tunesmith.data.tokenize import Encoded, EncodeReport, encode_text_blocks
+from tunesmith.data.tokenize import Encoded, EncodeReport, encode_text_blocks, pad_id
 from tunesmith.errors import DataError, UserError
-from tunesmith.evaluate.loss import evaluate_loss
+from tunesmith.methods import base_dtype
 from tunesmith.models import load_causal_lm
 from tunesmith.tasks.base import TaskData, TaskSteps, data_report, on_val_split
+from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.objective import Objective
 from tunesmith.train.precision import use_bf16
 from tunesmith.train.regularization import causal_lm_objective
@@ -127,7 +128,6 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The causal LM itself: pre-training keeps its own lm_head."""
-    from tunesmith.recipes.common import base_dtype
 
     return load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
 
@@ -147,8 +147,7 @@ def evaluate(
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Loss and perplexity of every document (each scored alone, in max_length pieces); corpus perplexity."""
-    from tunesmith.recipes.common import pad_id
-    from tunesmith.serve.loading import load_run
+    from tunesmith.methods.loading import load_run
 
     loaded = load_run(run_dir)
     cfg, tokenizer = loaded.config, loaded.tokenizer

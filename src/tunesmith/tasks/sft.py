@@ -17,20 +17,22 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.formats import FORMATS, RowError
 from tunesmith.data.prepare import prepare_data
-from tunesmith.data.pseudo_label import read_unlabeled
+from tunesmith.data.tokenize import pad_id, with_chat_template
 from tunesmith.errors import UserError
 from tunesmith.evaluate.during_training import sft_evaluator
 from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.evaluate.pseudo_label import read_unlabeled
+from tunesmith.methods import base_dtype
+from tunesmith.methods.loading import load_run
 from tunesmith.models import load_causal_lm
-from tunesmith.serve.loading import load_run
 from tunesmith.tasks.base import LoopEvaluate, TaskData, TaskSteps
 from tunesmith.train.precision import use_bf16
 from tunesmith.train.regularization import causal_lm_objective
+from tunesmith.train.run_folder import RunFolder
 
 
 def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load, split and encode chat rows; the tokenizer gets a ChatML template when it ships none."""
-    from tunesmith.recipes.common import with_chat_template
 
     with_chat_template(tokenizer)
     return TaskData(prepare_data(cfg.data, tokenizer, cfg.run.seed), check_tokenizer=tokenizer)
@@ -38,14 +40,12 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The causal LM itself: its lm_head is the task's head."""
-    from tunesmith.recipes.common import base_dtype
 
     return load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
 
 
 def evaluator(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> LoopEvaluate | None:
     """Loss plus generation metrics on a val subset when `train.eval_metrics` asks; else the loop's loss pass."""
-    from tunesmith.recipes.common import pad_id
 
     splits = data.prepared.splits
     return sft_evaluator(cfg, tokenizer, splits.format, splits.train, splits.val, data.prepared.val, pad_id(tokenizer))
@@ -72,7 +72,7 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     loaded = load_run(run_dir)
     cfg = loaded.config
     assert cfg is not None  # a run always has its config
-    report = run_dir / "data_report.json"
+    report = RunFolder(run_dir).data_report
     fmt = json.loads(report.read_text())["format"] if report.is_file() else cfg.data.format
     if fmt in {"text", "auto"}:
         raise UserError(f"{run_dir}: predict for task sft needs a run trained on prompt/answer rows (format {fmt})")

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from torch import nn
 from transformers import get_scheduler
 
@@ -27,8 +26,9 @@ from tunesmith.config.schema import TrainConfig
 from tunesmith.data.batching import batch_plan, real_tokens, split_by_tokens
 from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted, UserError
-from tunesmith.evaluate.loss import evaluate_loss
+from tunesmith.output import err
 from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.memory import ActivationCheckpointing, release_freed_memory
 from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.monitor import BestMetric, judge
@@ -36,9 +36,9 @@ from tunesmith.train.numerics import accumulate_step
 from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.precision import autocast
 from tunesmith.train.progress import StepProgress, step_progress
+from tunesmith.train.run_folder import RunFolder
 
 StepHook = Callable[[ckpt.TrainState], None]
-_console = Console(stderr=True)  # shared with the progress bar, so warnings print above it
 
 
 @dataclass
@@ -270,7 +270,7 @@ def step_with_backoff(
                     "train.activation_checkpointing"
                 ) from None
             budget = max(longest, widest // 2)
-            _console.print(
+            err.print(
                 f"[yellow]warning:[/] out of memory at step {step}; forward passes now hold at most {budget} tokens "
                 "(train.max_forward_tokens) for the rest of the run; the step and its loss are unchanged",
                 highlight=False,
@@ -293,7 +293,8 @@ class _Trainer:
             num_warmup_steps=int(self.cfg.warmup_ratio * self.total),
             num_training_steps=self.total,
         )
-        self.ckpt_dir, self.best_path = setup.run_dir / "checkpoints", setup.run_dir / "best" / ckpt.WEIGHTS
+        folder = RunFolder(setup.run_dir)
+        self.ckpt_dir, self.best_path = folder.checkpoints, folder.best_weights
         ckpt.clean_staging(self.ckpt_dir)
         self.state = ckpt.TrainState()
         if resume_from is not None:
@@ -303,7 +304,7 @@ class _Trainer:
             self.state.best_score = self.state.best_val_loss
         # Rows past the starting point were written by a process that stopped before its next checkpoint; a start
         # from step 0 (a new run, or a resume that found no checkpoint) logs the base evaluation again.
-        self.log = MetricsLog(setup.run_dir / "metrics.jsonl", truncate_after_step=self.state.step or -1)
+        self.log = MetricsLog(folder.metrics, truncate_after_step=self.state.step or -1)
 
     def evaluate(self) -> float:
         s, started = self.setup, time.perf_counter()
@@ -325,7 +326,7 @@ class _Trainer:
             self.best_path.parent.mkdir(exist_ok=True)
             ckpt.save_weights_atomically(ckpt.trainable_state(s.model, self.names), self.best_path)
         if verdict.overfit_warning:
-            _console.print(
+            err.print(
                 f"[yellow]warning:[/] possible overfitting at step {state.step}: val {self.best.name} got worse "
                 f"while the train loss fell, {state.overfit_streak} evaluations in a row (best: step "
                 f"{state.best_step}, whose weights are kept)",
@@ -358,7 +359,7 @@ class _Trainer:
             state.base_val_loss = self.evaluate()
             self.eval_seconds = 0.0  # the base evaluation happens before the training clock starts
         start, stopped_early, first_step = time.perf_counter(), False, state.step
-        with _StopSignal(self.ckpt_dir) as stop, step_progress(_console) as bar:
+        with _StopSignal(self.ckpt_dir) as stop, step_progress(err) as bar:
             bar.start(self.total, state.step)
             while state.step < self.total and not stopped_early:
                 windows = _step_windows(s, state.epoch)

@@ -25,7 +25,7 @@ class BestMetric:
             return cls(cfg.best_metric, cfg.best_mode == "max")
         if cfg.best_metric == "loss":
             return cls()
-        from tunesmith.evaluate.metrics import METRICS
+        from tunesmith.metrics import METRICS
 
         return cls(cfg.best_metric, METRICS[cfg.best_metric].higher_is_better)
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from tunesmith.data.tokenize import IGNORE_INDEX
+
 _LOGIT_CHUNK = 512  # supervised positions per lm_head call: one fp32 logits block stays ~100 MB at 49k vocab
 
 

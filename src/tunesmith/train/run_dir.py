@@ -12,8 +12,7 @@ from tunesmith.config import Config, dump_config
 from tunesmith.errors import UserError
 from tunesmith.logs import attach_run_log
 from tunesmith.train.checkpoint import complete_checkpoints, intact_checkpoint
-
-CONFIG_FILE, STATUS_FILE, SUMMARY_FILE = "config.yaml", "status.json", "summary.json"
+from tunesmith.train.run_folder import CONFIG_FILE, STATUS_FILE, RunFolder
 
 
 def _confined(output_dir: Path, name: str) -> Path:
@@ -60,14 +59,14 @@ def existing_run_dir(cfg: Config, config_path: str | None) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = complete_checkpoints(run_dir / "checkpoints")
+    found = complete_checkpoints(RunFolder(run_dir).checkpoints)
     return found[-1] if found else None
 
 
 def resume_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     """The newest intact checkpoint to resume from, and one line per damaged newer one (set aside). None when
     the run has no checkpoint yet (it starts over); a UserError when every checkpoint is damaged."""
-    checkpoint, damaged = intact_checkpoint(run_dir / "checkpoints")
+    checkpoint, damaged = intact_checkpoint(RunFolder(run_dir).checkpoints)
     if checkpoint is None and damaged:
         raise UserError(
             f"nothing to resume in {run_dir}: every checkpoint is damaged ({'; '.join(damaged)}); start a new run"
@@ -136,7 +135,7 @@ def record_resume(run_dir: Path, cfg: Config, step: int, changes: dict[str, tupl
         tmp = run_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
         tmp.write_text(dump_config(cfg))
         os.replace(tmp, run_dir / CONFIG_FILE)
-    log_path = run_dir / "resumes.json"
+    log_path = RunFolder(run_dir).resumes
     log = json.loads(log_path.read_text())["resumes"] if log_path.is_file() else []
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": step}
     log.append({**entry, "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from tunesmith.config.schema import Config
 from tunesmith.data.quality.check import check_splits
 from tunesmith.data.quality.report import check_kinds
 from tunesmith.data.quality.rows import SplitData
 from tunesmith.errors import UserError
 from tunesmith.models.cache import cache_dir
+from tunesmith.output import err
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "data_check.json"
 CACHE_VERSION = 1  # bump when a check changes what it finds
-console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def check_before_training(
@@ -125,4 +123,4 @@ def _say_warnings(report: dict[str, Any]) -> None:
     """One line listing the warning findings, so training never hides them."""
     if report["warnings"]:
         counts = ", ".join(f"{f['code']} {f['count']:,} ({f['split']})" for f in report["findings"])
-        console.print(f"[yellow]data check[/]: {report['warnings']} warning(s): {counts}; see {REPORT_FILE}")
+        err.print(f"[yellow]data check[/]: {report['warnings']} warning(s): {counts}; see {REPORT_FILE}")

@@ -62,8 +62,3 @@ def label_findings(counts: dict[str, Counter[str]], settings: DataCheckConfig) -
             message = f"{plural(len(unseen), 'label')} of {split} {agree(len(unseen), 'is|are')} never in train"
             findings.append(Finding("imbalance", "unseen_label", split, len(unseen), message, rows))
     return findings
-
-
-def label_ratio(counts: Counter[str]) -> float | None:
-    """Most common / least common label count (None for fewer than two labels)."""
-    return max(counts.values()) / min(counts.values()) if len(counts) > 1 else None

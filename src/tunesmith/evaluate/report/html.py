@@ -8,8 +8,8 @@ from pathlib import Path
 from tunesmith.evaluate.report import sections
 from tunesmith.evaluate.report.markup import esc, page
 from tunesmith.evaluate.report.run_files import read_run
+from tunesmith.train.run_folder import RunFolder
 
-REPORT_FILE = "report.html"
 NAV = [
     ("overview", "Overview"),
     ("training", "Training"),
@@ -40,6 +40,6 @@ def build_report(run_dir: Path) -> str:
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    path = out or run_dir / REPORT_FILE
+    path = out or RunFolder(run_dir).report
     path.write_text(build_report(run_dir), encoding="utf-8")
     return path

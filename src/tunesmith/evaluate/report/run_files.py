@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.train.run_dir import CONFIG_FILE, STATUS_FILE, SUMMARY_FILE
+from tunesmith.train.run_folder import RunFolder
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -49,15 +49,15 @@ class RunFiles:
 
 
 def read_run(run_dir: Path) -> RunFiles:
-    config = run_dir / CONFIG_FILE
+    folder = RunFolder(run_dir)
     return RunFiles(
         path=run_dir,
-        config_text=config.read_text(encoding="utf-8") if config.is_file() else "",
-        summary=_json(run_dir / SUMMARY_FILE),
-        status=_json(run_dir / STATUS_FILE),
-        metrics=_jsonl(run_dir / "metrics.jsonl"),
-        eval=_json(run_dir / "eval.json"),
-        audit=_json(run_dir / "audit.json"),
-        data_report=_json(run_dir / "data_report.json"),
-        data_check=_json(run_dir / "data_check.json"),
+        config_text=folder.config.read_text(encoding="utf-8") if folder.config.is_file() else "",
+        summary=_json(folder.summary),
+        status=_json(folder.status),
+        metrics=_jsonl(folder.metrics),
+        eval=_json(folder.eval),
+        audit=_json(folder.audit),
+        data_report=_json(folder.data_report),
+        data_check=_json(folder.data_check),
     )

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,7 +30,12 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from tunesmith.compat.patches import Checked, one_line
+
 NAME = "tunesmith_cpu_causal"
+# Checked on these; on others the switch still happens, its calls are counted, and the speed bench is the guard.
+CHECKED_ON = (Checked("transformers", ">=5.24,<5.26"), Checked("torch", ">=2.13,<2.14"))
+_calls: Counter[str] = Counter()  # calls of `cpu_causal_attention`: all ("any") and those on the fast path
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "output_attentions")
 
 
@@ -93,7 +100,9 @@ def cpu_causal_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature; returns (B, S, H, D) like `sdpa_attention_forward`."""
+    _calls["any"] += 1
     if dropout == 0.0 and _fast_path_applies(module, query, key, attention_mask, kwargs):
+        _calls["fast"] += 1
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         out = matmul_causal_attention(query, key, value, scale)
         return out.transpose(1, 2).contiguous(), None
@@ -111,28 +120,48 @@ def _pretrained(model: nn.Module) -> nn.Module | None:
     return base if callable(can_switch) and can_switch() else None
 
 
+@dataclass
+class AttentionSwitch:
+    """Whether a model trains on `cpu_causal_attention`, and how often the model called it (all, fast path)."""
+
+    active: bool = False
+    calls: int = 0
+    fast_calls: int = 0
+
+    def __bool__(self) -> bool:
+        return self.active
+
+
 @contextlib.contextmanager
-def training_attention(model: nn.Module, enabled: bool = True, problems: list[str] | None = None) -> Iterator[bool]:
-    """Within the block, a model on SDPA uses `cpu_causal_attention`; yields whether it does.
+def training_attention(
+    model: nn.Module, enabled: bool = True, problems: list[str] | None = None
+) -> Iterator[AttentionSwitch]:
+    """Within the block, a model on SDPA uses `cpu_causal_attention`; yields whether it does and, once the block
+    ends, how often the model called it (zero calls after training steps: transformers no longer dispatches
+    through the attention registry, and the caller reports the patch as not running).
 
     The model's own setting comes back afterwards, so exports and later inference are unchanged. Switching
     never raises: a failure to switch or to switch back is a line in `problems`, and the run goes on."""
     problems = [] if problems is None else problems
+    switch = AttentionSwitch()
     base = _pretrained(model) if enabled else None
     original = getattr(getattr(base, "config", None), "_attn_implementation", None)
     if base is None or original != "sdpa" or next(base.parameters()).device.type != "cpu":
-        yield False
+        yield switch
         return
     try:
         base.set_attn_implementation(NAME)
     except Exception as exc:  # noqa: BLE001 - the model's own attention trains instead
-        problems.append(f"train.attention: could not switch to {NAME} ({type(exc).__name__}: {exc})")
-        yield False
+        problems.append(f"train.attention: could not switch to {NAME} ({one_line(exc)})")
+        yield switch
         return
+    switch.active, before = True, dict(_calls)
     try:
-        yield True
+        yield switch
     finally:
+        switch.calls = _calls["any"] - before.get("any", 0)
+        switch.fast_calls = _calls["fast"] - before.get("fast", 0)
         try:
             base.set_attn_implementation(original)
         except Exception as exc:  # noqa: BLE001 - reported; the run's weights do not depend on it
-            problems.append(f"train.attention: could not switch back to {original} ({type(exc).__name__}: {exc})")
+            problems.append(f"train.attention: could not switch back to {original} ({one_line(exc)})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tunesmith.evaluate.metrics.macro_f1 import f1
+from tunesmith.metrics.macro_f1 import f1
 
 Entity = tuple[str, int, int]  # (type, first token, last token + 1)
 

@@ -6,22 +6,20 @@ records its source line and method in `augmented_from` and `augment_method`; the
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.augment.base import AugmentConfig, Method
-from tunesmith.data.augment.fields import FieldPath, get_text, input_paths, with_texts
-from tunesmith.data.augment.leak import assert_no_val_leak
-from tunesmith.data.augment.methods import AUGMENTERS
+from tunesmith.augment.augmenters import AUGMENTERS
+from tunesmith.augment.base import AugmentConfig, Augmenter
+from tunesmith.augment.fields import FieldPath, get_text, input_paths, with_texts
+from tunesmith.augment.leak import assert_no_val_leak
 from tunesmith.data.formats import FORMATS
-from tunesmith.data.io import read_records
+from tunesmith.data.io import read_records, write_jsonl
 from tunesmith.data.load import load_examples
 from tunesmith.errors import UserError, did_you_mean
 
@@ -48,7 +46,7 @@ class AugmentReport:
         return self.originals_written + sum(self.written.values())
 
 
-def resolve_methods(names: Sequence[str], table: dict[str, Method] = AUGMENTERS) -> list[Method]:
+def resolve_methods(names: Sequence[str], table: dict[str, Augmenter] = AUGMENTERS) -> list[Augmenter]:
     """The registered methods named, in order; an unknown or repeated name is a `UserError`."""
     if not names:
         raise UserError(f"no augmentation method given; choose from: {', '.join(table)}")
@@ -69,7 +67,12 @@ def _key(texts: Sequence[str]) -> tuple[str, ...]:
 
 
 def _one_variant_each(
-    rows: Sequence[Row], paths: Sequence[list[FieldPath]], method: Method, apply: Any, variant: int, cfg: AugmentConfig
+    rows: Sequence[Row],
+    paths: Sequence[list[FieldPath]],
+    method: Augmenter,
+    apply: Any,
+    variant: int,
+    cfg: AugmentConfig,
 ) -> list[list[str] | None]:
     """Run one method over every row's input texts at once (one call, so a model can batch); per row the new
     texts, or None when the method changed nothing."""
@@ -91,7 +94,7 @@ def _one_variant_each(
 
 
 def augment_rows(
-    rows: Sequence[Row], format: str, methods: Sequence[Method], cfg: AugmentConfig, report: AugmentReport
+    rows: Sequence[Row], format: str, methods: Sequence[Augmenter], cfg: AugmentConfig, report: AugmentReport
 ) -> list[list[dict[str, Any]]]:
     """Per source row, its augmented variants (provenance fields added), counting outcomes in `report`."""
     paths = [input_paths(record, format) for _, record in rows]
@@ -116,20 +119,6 @@ def augment_rows(
                 variants[r].append({**with_texts(record, paths[r], new), SOURCE_FIELD: line, METHOD_FIELD: method.name})
                 report.written[method.name] += 1
     return variants
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records as JSON Lines via a temporary file and a rename (no half-written file); returns the count."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, target)
-    return count
 
 
 def augment_file(

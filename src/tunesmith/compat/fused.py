@@ -26,12 +26,9 @@ Small models (< 20 M parameters) skip all this: compiling costs more than it sav
 from __future__ import annotations
 
 import contextlib
-import functools
 import shutil
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunesmith.compat.patches import Checked, Patches, one_line, reference_pass
 from tunesmith.train.precision import autocast
+
+# What the fused ops were built and checked against; another version is still checked numerically before use.
+CHECKED_ON = (
+    Checked("torch", ">=2.13,<2.14"),
+    Checked("transformers", ">=5.24,<5.26"),
+    Checked("peft", ">=0.21,<0.22"),
+)
 
 _MIN_PARAMETERS = 20_000_000  # below this, compiling (seconds) costs more than a whole run saves
 
@@ -59,83 +64,6 @@ class FusedOps:
 
 class MismatchError(RuntimeError):
     """A fused replacement did not reproduce the original's outputs or gradients."""
-
-
-_MISSING = object()
-
-
-@dataclass
-class _Patch:
-    owner: Any
-    name: str
-    value: Any  # ours: restore only while it is still there
-    old: Any  # _MISSING when the owner had no attribute of its own
-
-
-def _describe(owner: Any) -> str:
-    return getattr(owner, "__qualname__", None) or getattr(owner, "__name__", None) or type(owner).__name__
-
-
-class _Patches:
-    """Attribute replacements that can all be undone, in reverse order, without ever raising.
-
-    A library may change an attribute under us while we train: transformers 5.25 with `kernels` re-kernelizes the
-    model on every `train()`/`eval()` and deletes per-instance `forward` attributes. Undo puts back only what is
-    still ours (compared by identity) and reports the rest as one line each."""
-
-    def __init__(self) -> None:
-        self._undo: list[_Patch] = []
-        self.calls: Counter[str] = Counter()
-        self.op = ""  # the fused op being installed: its replacements count their calls under this name
-
-    def grad_only(self, fast: Callable, original: Callable) -> Callable:
-        return _grad_only(fast, original, self.calls, self.op)
-
-    def set(self, owner: Any, name: str, value: Any) -> None:
-        old = vars(owner).get(name, _MISSING)
-        setattr(owner, name, value)
-        self._undo.append(_Patch(owner, name, value, old))
-
-    def restore(self) -> list[str]:
-        problems = []
-        while self._undo:
-            patch = self._undo.pop()
-            try:
-                problem = _undo(patch)
-            except Exception as exc:  # noqa: BLE001 - a failed undo is reported, never allowed to lose a run
-                problem = f"{_describe(patch.owner)}.{patch.name}: could not be restored ({_one_line(exc)})"
-            if problem:
-                problems.append(problem)
-        return problems
-
-
-def _undo(patch: _Patch) -> str | None:
-    current = vars(patch.owner).get(patch.name, _MISSING)
-    if current is not patch.value and current is not _MISSING:
-        return f"{_describe(patch.owner)}.{patch.name} was replaced by another library while training; left as it is"
-    if patch.old is not _MISSING:
-        setattr(patch.owner, patch.name, patch.old)
-    elif current is not _MISSING:
-        delattr(patch.owner, patch.name)
-    return None
-
-
-_reference = threading.local()  # set while the check computes the model's own result
-
-
-def _grad_only(fast: Callable, original: Callable, calls: Counter | None = None, name: str = "") -> Callable:
-    """Training calls take `fast` (counted in `calls[name]`); no-grad calls (validation, generation) the model's own
-    code."""
-
-    @functools.wraps(original)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if torch.is_grad_enabled() and not getattr(_reference, "on", False):
-            if calls is not None:
-                calls[name] += 1
-            return fast(*args, **kwargs)
-        return original(*args, **kwargs)
-
-    return call
 
 
 def _compiled(fn: Callable) -> Callable:
@@ -175,11 +103,8 @@ def _check_model(model: nn.Module, bf16: bool) -> None:
 def _compare_on_random_rows(model: nn.Module, vocab: int, bf16: bool, loss_tol: float, min_cosine: float) -> None:
     for rows in (2, 1):
         ids = torch.randint(vocab, (rows, 7), generator=torch.Generator().manual_seed(rows))
-        _reference.on = True
-        try:
+        with reference_pass():
             want_loss, want_grad = _loss_and_grads(model, ids, bf16)
-        finally:
-            _reference.on = False
         loss, grad = _loss_and_grads(model, ids, bf16)
         cosine = float(F.cosine_similarity(grad, want_grad, dim=0)) if want_grad.any() else 1.0
         if abs(loss - want_loss) > loss_tol * abs(want_loss) or cosine < min_cosine:
@@ -189,7 +114,7 @@ def _compare_on_random_rows(model: nn.Module, vocab: int, bf16: bool, loss_tol: 
             )
 
 
-def _fuse_rmsnorm(model: nn.Module, patches: _Patches) -> str | None:
+def _fuse_rmsnorm(model: nn.Module, patches: Patches) -> str | None:
     """Replaced on the class, not the instances: a library that resets instance `forward`s while training
     (kernels' re-kernelization on every `train()`/`eval()`) then falls back to ours, not to the slow path."""
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "weight")]
@@ -201,7 +126,7 @@ def _fuse_rmsnorm(model: nn.Module, patches: _Patches) -> str | None:
     return None
 
 
-def _fuse_rotary(model: nn.Module, patches: _Patches) -> str | None:
+def _fuse_rotary(model: nn.Module, patches: Patches) -> str | None:
     attention = next((m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")), None)
     if attention is None:
         return "no attention modules with q_proj and k_proj"
@@ -224,7 +149,7 @@ def _gated_forward(mlp: nn.Module, kernel: Callable) -> Callable:
     return forward
 
 
-def _fuse_gated_mlp(model: nn.Module, patches: _Patches) -> str | None:
+def _fuse_gated_mlp(model: nn.Module, patches: Patches) -> str | None:
     parts = ("gate_proj", "up_proj", "down_proj", "act_fn")
     mlps = [m for m in model.modules() if all(hasattr(m, p) for p in parts)]
     if not mlps:
@@ -267,7 +192,7 @@ def _addmm_forward(layer: nn.Module, name: str, original: Callable) -> Callable:
     return forward
 
 
-def _fuse_lora(model: nn.Module, patches: _Patches) -> str | None:
+def _fuse_lora(model: nn.Module, patches: Patches) -> str | None:
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:  # pragma: no cover - peft is a dependency
@@ -280,7 +205,7 @@ def _fuse_lora(model: nn.Module, patches: _Patches) -> str | None:
     return None
 
 
-FUSED_OPS: dict[str, Callable[[nn.Module, _Patches], str | None]] = {
+FUSED_OPS: dict[str, Callable[[nn.Module, Patches], str | None]] = {
     "rmsnorm": _fuse_rmsnorm,
     "rotary": _fuse_rotary,
     "gated_mlp": _fuse_gated_mlp,
@@ -309,12 +234,8 @@ def _why_not(model: nn.Module, enabled: bool) -> str | None:
     return None
 
 
-def _one_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
 def _install(
-    model: nn.Module, bf16: bool, names: Collection[str] | None, reason: str | None, patches: _Patches
+    model: nn.Module, bf16: bool, names: Collection[str] | None, reason: str | None, patches: Patches
 ) -> FusedOps:
     """Each applicable fused op, then the check of the whole model; a failure leaves the model's own code."""
     report = FusedOps()
@@ -326,7 +247,7 @@ def _install(
         try:
             why = why or fuse(model, patches)
         except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or match leaves the model's own code
-            report.failed[name] = _one_line(exc)
+            report.failed[name] = one_line(exc)
             continue
         if why is None:
             report.kernels.append(name)
@@ -337,7 +258,7 @@ def _install(
             _check_model(model, bf16)
         except Exception as exc:  # noqa: BLE001 - a mismatch or a compile failure: the model's own code trains
             report.restore_problems += patches.restore()
-            report.failed.update({name: _one_line(exc) for name in report.kernels})
+            report.failed.update({name: one_line(exc) for name in report.kernels})
             report.kernels = []
     patches.calls.clear()  # from here on, the calls are training's
     return report
@@ -350,11 +271,11 @@ def fused_training_ops(
     """Within the block, training forward passes use the fused ops (of `names`, default all) that apply to
     `model` (module docstring). Setting up, checking and undoing them never raises: a failure is in the report
     (`failed`, `restore_problems`) and the model's own code runs."""
-    patches, started = _Patches(), time.perf_counter()
+    patches, started = Patches(), time.perf_counter()
     try:
         report = _install(model, bf16, names, _why_not(model, enabled), patches)
     except Exception as exc:  # noqa: BLE001 - anything unforeseen in setting up: the model's own code trains
-        report = FusedOps(failed={"setup": _one_line(exc)}, restore_problems=patches.restore())
+        report = FusedOps(failed={"setup": one_line(exc)}, restore_problems=patches.restore())
     report.seconds = time.perf_counter() - started
     try:
         yield report

@@ -13,7 +13,7 @@ import random
 import re
 from importlib import resources
 
-from tunesmith.data.augment.base import Augment, AugmentConfig, Method, n_edits, per_text, split_words
+from tunesmith.augment.base import Augment, AugmentConfig, Augmenter, n_edits, per_text, split_words
 
 _ARTICLES = {"a": ("a", "an"), "an": ("a", "an"), "A": ("A", "An"), "An": ("A", "An")}  # [starts with a vowel]
 _WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")
@@ -22,7 +22,7 @@ _WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")
 @functools.cache
 def lexicon() -> dict[str, tuple[str, ...]]:
     """Lower-case word -> its synonyms (union over every set it is in), from the shipped `lexicon.json`."""
-    data = json.loads(resources.files("tunesmith.data.augment").joinpath("lexicon.json").read_text("utf-8"))
+    data = json.loads(resources.files("tunesmith.augment").joinpath("lexicon.json").read_text("utf-8"))
     table: dict[str, set[str]] = {}
     for group in data["sets"]:
         for word in group:
@@ -62,4 +62,4 @@ def build(cfg: AugmentConfig) -> Augment:
     return per_text(lambda text, rng: replace_synonyms(text, rng, cfg.synonym_rate))
 
 
-SYNONYMS = Method("synonyms", "replace words with synonyms from tunesmith's curated offline lexicon", build)
+SYNONYMS = Augmenter("synonyms", "replace words with synonyms from tunesmith's curated offline lexicon", build)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from tunesmith.data.augment.base import Augment, AugmentConfig, Method
-from tunesmith.data.augment.leak import assert_no_val_leak, input_key
-from tunesmith.data.augment.methods import AUGMENTERS, register
-from tunesmith.data.augment.runner import (
+from tunesmith.augment.augmenters import AUGMENTERS, register
+from tunesmith.augment.base import Augment, AugmentConfig, Augmenter
+from tunesmith.augment.leak import assert_no_val_leak, input_key
+from tunesmith.augment.runner import (
     METHOD_FIELD,
     SOURCE_FIELD,
     AugmentReport,
     augment_file,
     augment_rows,
     resolve_methods,
-    write_jsonl,
 )
 
 __all__ = [
@@ -22,12 +21,11 @@ __all__ = [
     "Augment",
     "AugmentConfig",
     "AugmentReport",
-    "Method",
+    "Augmenter",
     "assert_no_val_leak",
     "augment_file",
     "augment_rows",
     "input_key",
     "register",
     "resolve_methods",
-    "write_jsonl",
 ]

@@ -211,8 +211,8 @@ def pseudo_label_file(
 ) -> PseudoLabelReport:
     """`tunesmith data pseudo-label`: label `unlabeled` with a run (or, given `labels`, a base model as text_label)
     and write the kept rows to `out` as JSONL."""
-    from tunesmith.data.augment.runner import write_jsonl
-    from tunesmith.serve.loading import load_any
+    from tunesmith.data.io import write_jsonl
+    from tunesmith.methods.loading import load_any
 
     if not 0 < threshold <= 1:
         raise UserError(f"--threshold must be in (0, 1], got {threshold}")

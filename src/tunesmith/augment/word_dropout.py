@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tunesmith.data.augment.base import Augment, AugmentConfig, Method, join_kept, per_text, split_words
+from tunesmith.augment.base import Augment, AugmentConfig, Augmenter, join_kept, per_text, split_words
 
 
 def drop_words(text: str, rng: random.Random, rate: float) -> str | None:
@@ -25,4 +25,4 @@ def build(cfg: AugmentConfig) -> Augment:
     return per_text(lambda text, rng: drop_words(text, rng, cfg.dropout_rate))
 
 
-WORD_DROPOUT = Method("word_dropout", "delete random words (at least one, never all)", build)
+WORD_DROPOUT = Augmenter("word_dropout", "delete random words (at least one, never all)", build)

@@ -44,7 +44,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class Method:
+class Augmenter:
     """A named augmentation: `build(config)` returns the function that rewrites texts (loading a model lazily)."""
 
     name: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tunesmith.data.augment.base import Augment, AugmentConfig, Method, n_edits, per_text
+from tunesmith.augment.base import Augment, AugmentConfig, Augmenter, n_edits, per_text
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
@@ -57,4 +57,4 @@ def build(cfg: AugmentConfig) -> Augment:
     return per_text(lambda text, rng: add_typos(text, rng, cfg.typo_rate))
 
 
-TYPOS = Method("typos", "character typos: neighbouring key, dropped, doubled or swapped letters", build)
+TYPOS = Augmenter("typos", "character typos: neighbouring key, dropped, doubled or swapped letters", build)

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tunesmith.errors import did_you_mean
-from tunesmith.evaluate.metrics.accuracy import accuracy
-from tunesmith.evaluate.metrics.entity_f1 import entities, entity_f1, entity_scores
-from tunesmith.evaluate.metrics.exact_match import exact_match, normalize_answer
-from tunesmith.evaluate.metrics.macro_f1 import macro_f1
-from tunesmith.evaluate.metrics.perplexity import perplexity
-from tunesmith.evaluate.metrics.rouge_l import rouge_l
-from tunesmith.evaluate.metrics.sacrebleu_scores import bleu, chrf
+from tunesmith.metrics.accuracy import accuracy
+from tunesmith.metrics.entity_f1 import entities, entity_f1, entity_scores
+from tunesmith.metrics.exact_match import exact_match, normalize_answer
+from tunesmith.metrics.macro_f1 import macro_f1
+from tunesmith.metrics.perplexity import perplexity
+from tunesmith.metrics.rouge_l import rouge_l
+from tunesmith.metrics.sacrebleu_scores import bleu, chrf
 from tunesmith.registry import add_unique
 
 Kind = Literal["label", "text", "tags", "loss"]

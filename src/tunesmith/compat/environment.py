@@ -9,8 +9,13 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from tunesmith.compat.versions import Checked
+
 if TYPE_CHECKING:
     from torch import nn
+
+# bitsandbytes' CPU notices and 4-bit repack flag, transformers' USE_HUB_KERNELS: checked on these.
+CHECKED_ON = (Checked("bitsandbytes", ">=0.50,<0.51"), Checked("transformers", ">=5.24,<5.26"))
 
 # bitsandbytes 0.50 logs at import, on CPUs with AVX512-BF16, that it could not fetch an optional kernel from
 # the Hugging Face Hub ("pip install kernels"); peft imports bitsandbytes whenever it is installed. We never fetch
@@ -30,7 +35,7 @@ def no_hub_kernels_by_default() -> None:
     transformers 5.25 loads every model with `use_kernels=True` when the `kernels` package is installed (5.25
     requires it). That downloads binaries from the Hub at run time (code we did not review, and a network call on
     offline machines), and its `model.train()`/`model.eval()` re-kernelize the model, which deletes per-instance
-    `forward` attributes such as our fused ops' (issue 14; `train/fused.py` survives it, but the fusion would be
+    `forward` attributes such as our fused ops' (issue 14; `compat/fused.py` survives it, but the fusion would be
     lost after the first evaluation). Earlier releases ignore the variable.
     """
     os.environ.setdefault("USE_HUB_KERNELS", "NO")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tunesmith.data.augment.base import Augment, AugmentConfig, Method, n_edits, per_text, split_words
+from tunesmith.augment.base import Augment, AugmentConfig, Augmenter, n_edits, per_text, split_words
 
 
 def swap_words(text: str, rng: random.Random, rate: float) -> str | None:
@@ -25,4 +25,4 @@ def build(cfg: AugmentConfig) -> Augment:
     return per_text(lambda text, rng: swap_words(text, rng, cfg.swap_rate))
 
 
-WORD_SWAP = Method("word_swap", "swap random words with their right-hand neighbour", build)
+WORD_SWAP = Augmenter("word_swap", "swap random words with their right-hand neighbour", build)

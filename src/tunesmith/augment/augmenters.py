@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from tunesmith.data.augment.base import Method
-from tunesmith.data.augment.paraphrase import PARAPHRASE
-from tunesmith.data.augment.synonyms import SYNONYMS
-from tunesmith.data.augment.typos import TYPOS
-from tunesmith.data.augment.word_dropout import WORD_DROPOUT
-from tunesmith.data.augment.word_swap import WORD_SWAP
+from tunesmith.augment.base import Augmenter
+from tunesmith.augment.paraphrase import PARAPHRASE
+from tunesmith.augment.synonyms import SYNONYMS
+from tunesmith.augment.typos import TYPOS
+from tunesmith.augment.word_dropout import WORD_DROPOUT
+from tunesmith.augment.word_swap import WORD_SWAP
 from tunesmith.registry import add_unique
 
-AUGMENTERS: dict[str, Method] = {}
+AUGMENTERS: dict[str, Augmenter] = {}
 
 
-def register(method: Method) -> Method:
+def register(method: Augmenter) -> Augmenter:
     """Add `method` to `AUGMENTERS`; a taken name raises ValueError."""
     return add_unique(AUGMENTERS, method.name, method, "augmentation method")
 
