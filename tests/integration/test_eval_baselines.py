@@ -88,3 +88,25 @@ def test_old_run_without_its_training_file_still_evaluates(label_run: Path, tmp_
         moved.rename(train_file)
     assert [s["name"] for s in report["systems"]] == ["base 0-shot", "tuned"] and report["shot_pool"] is None
     assert report["rows"] == 6 and report["scoring"] == "label_likelihood"
+
+
+def test_the_base_is_scored_once_then_reused(label_run: Path, tmp_path: Path, monkeypatch):
+    """A second eval of the same rows takes every base system from the cache and scores the tuned model only;
+    --no-cache (use_cache=False) scores everything again. Any change to the rows gives a new key."""
+    import tunesmith.evaluate.runner as runner
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    first = evaluate_run(label_run)
+    assert not any(s.get("cached") for s in first["systems"])
+    scored = []
+    original = runner.score_system
+    monkeypatch.setattr(runner, "score_system", lambda model, *a: scored.append(1) or original(model, *a))
+    second = evaluate_run(label_run)
+    assert [bool(s.get("cached")) for s in second["systems"]] == [True, True, False]
+    assert len(scored) == 1  # the tuned model only
+    for before, after in zip(first["systems"][:2], second["systems"][:2], strict=True):
+        assert before["metrics"] == after["metrics"] and before["label_likelihood"] == after["label_likelihood"]
+    assert "cached" in throughput_note(second)
+    third = evaluate_run(label_run, use_cache=False)
+    assert not any(s.get("cached") for s in third["systems"]) and len(scored) == 4
+    assert len(list((tmp_path / "cache" / "eval").glob("*.json"))) == 2

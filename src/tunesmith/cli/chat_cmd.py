@@ -15,7 +15,7 @@ def chat(
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
-    from tunesmith.methods.loading import find_run, load_any
+    from tunesmith.methods.loading import find_run, load_any, merged_for_inference
     from tunesmith.serve.chat import repl, stream_reply
     from tunesmith.tasks import task_of_run
 
@@ -23,8 +23,9 @@ def chat(
     if run is not None:
         task_of_run(run, "chat")
     loaded = load_any(model)
-    if prompt is not None:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        stream_reply(loaded, messages, max_new_tokens, temperature)
-        return
-    repl(loaded, system, max_new_tokens, temperature)
+    with merged_for_inference(loaded.model):  # a tuned adapter answers at its base's speed
+        if prompt is not None:
+            messages = [{"role": "system", "content": system}] if system else []
+            stream_reply(loaded, [*messages, {"role": "user", "content": prompt}], max_new_tokens, temperature)
+            return
+        repl(loaded, system, max_new_tokens, temperature)

@@ -18,6 +18,9 @@ def eval_run(
         str | None, typer.Option(help="Evaluate on this file instead of the run's validation split")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse the base model's results on the same rows and settings from an earlier eval")
+    ] = True,
 ) -> None:
     """Tuned vs base zero-shot and k-shot (eval.shots): task metrics, loss, perplexity. Saves eval.json in the run."""
     from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
@@ -25,7 +28,7 @@ def eval_run(
 
     run_dir = resolve_run(run)
     task_of_run(run_dir, "eval")
-    report = evaluate_run(run_dir, data)
+    report = evaluate_run(run_dir, data, use_cache=cache)
     write_json(RunFolder(run_dir).eval, report)
     if as_json:
         out.print(json.dumps(report, indent=2), markup=False)  # answers may contain [brackets]

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import Config
-from tunesmith.methods.loading import LoadedModel, load_run
+from tunesmith.methods.loading import LoadedModel, load_run, merged_for_inference
 from tunesmith.models import load_causal_lm
 
 
@@ -54,7 +54,7 @@ class ModelPair:
     def both(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[nn.Module]]]:
         """("base", ctx), ("tuned", ctx): score the same inputs with each model in turn."""
         yield "base", self.base()
-        yield "tuned", contextlib.nullcontext(self.tuned)
+        yield "tuned", merged_for_inference(self.tuned)
 
 
 def load_pair(run_dir: Path) -> ModelPair:

@@ -212,7 +212,7 @@ def pseudo_label_file(
     """`tunesmith data pseudo-label`: label `unlabeled` with a run (or, given `labels`, a base model as text_label)
     and write the kept rows to `out` as JSONL."""
     from tunesmith.data.io import write_jsonl
-    from tunesmith.methods.loading import load_any
+    from tunesmith.methods.loading import load_any, merged_for_inference
 
     if not 0 < threshold <= 1:
         raise UserError(f"--threshold must be in (0, 1], got {threshold}")
@@ -230,8 +230,9 @@ def pseudo_label_file(
     else:
         raise UserError(f"{model} is not a tunesmith run, so its labels are unknown; pass --labels a,b")
     rows = read_unlabeled(unlabeled, format, system_prompt)
-    kept, report = pseudo_label(
-        loaded.model, loaded.tokenizer, rows, label_set, format, threshold, max_rows, batch_size, bf16
-    )
+    with merged_for_inference(loaded.model) as scorer:
+        kept, report = pseudo_label(
+            scorer, loaded.tokenizer, rows, label_set, format, threshold, max_rows, batch_size, bf16
+        )
     write_jsonl(out, kept)
     return report

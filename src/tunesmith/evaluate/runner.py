@@ -22,10 +22,11 @@ from tunesmith.data.load import load_examples
 from tunesmith.data.prepare import Splits, split_examples
 from tunesmith.data.tokenize import encode_examples, pad_id
 from tunesmith.errors import UserError
+from tunesmith.evaluate import base_cache
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.evaluate.scoring import EvalPlan, plan_eval, score_system, target_tokens
 from tunesmith.evaluate.shots import ShotPool, build_prompts, shot_pool
-from tunesmith.methods.loading import LoadedModel, load_run
+from tunesmith.methods.loading import LoadedModel, load_run, merged_for_inference
 from tunesmith.metrics import METRICS
 from tunesmith.models import load_causal_lm
 from tunesmith.output import err
@@ -97,33 +98,53 @@ def base_model(loaded: LoadedModel, cfg: Config) -> Iterator[nn.Module]:
 
 
 def score_systems(
-    loaded: LoadedModel, cfg: Config, rows: list[Example], plan: EvalPlan, pool: ShotPool | None
+    loaded: LoadedModel,
+    cfg: Config,
+    rows: list[Example],
+    plan: EvalPlan,
+    pool: ShotPool | None,
+    use_cache: bool = True,
 ) -> list[dict[str, Any]]:
-    """Base with every shot count, then tuned zero-shot; each a dict of scores with its name."""
+    """Base with every shot count, then tuned zero-shot; each a dict of scores with its name. A base system
+    scored before on the same content comes from the cache (`base_cache`, marked `cached`)."""
     tokenizer, pad = loaded.tokenizer, pad_id(loaded.tokenizer)
     zero = [list(e.prompt_messages) for e in rows]
-    systems = []
     shots = sorted({0, *cfg.eval.shots}) if pool is not None else [0]
-    with base_model(loaded, cfg) as model:
-        budget = context_budget(model, tokenizer, plan)
-        for k in shots:
-            info: dict[str, Any] = {"name": f"base {k}-shot", "model": "base", "shots": k}
-            err.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
-            prompts = zero
-            if k:
-                assert pool is not None
-                built = build_prompts(tokenizer, rows, pool, k, cfg.run.seed, budget)
-                prompts = built.prompts
-                info["mean_shots_used"] = sum(built.shots_used) / max(len(rows), 1)
-                info["shot_lines"] = built.shot_lines[:5]  # a sample, to see what was shown
-            systems.append(info | score_system(model, tokenizer, rows, prompts, plan, cfg, pad if not k else None))
+    budget, bf16 = context_budget(loaded.model, tokenizer, plan), use_bf16(cfg.train.precision)
+    planned = []
+    for k in shots:
+        info: dict[str, Any] = {"name": f"base {k}-shot", "model": "base", "shots": k}
+        prompts = zero
+        if k:
+            assert pool is not None
+            built = build_prompts(tokenizer, rows, pool, k, cfg.run.seed, budget)
+            prompts = built.prompts
+            info["mean_shots_used"] = sum(built.shots_used) / max(len(rows), 1)
+            info["shot_lines"] = built.shot_lines[:5]  # a sample, to see what was shown
+        key = base_cache.base_key(cfg, tokenizer, rows, prompts, plan, bf16, with_loss=not k)
+        cached = base_cache.load(key) if use_cache else None
+        if cached is not None:
+            err.print(f"{info['name']}: cached result (same model, rows and settings; --no-cache rescores)")
+        planned.append((info, prompts, key, cached))
+    if any(cached is None for *_, cached in planned):
+        with base_model(loaded, cfg) as model:
+            for info, prompts, key, cached in planned:
+                if cached is None:
+                    err.print(f"scoring {info['name']} on {len(rows)} rows", style="dim", highlight=False)
+                    scores = score_system(
+                        model, tokenizer, rows, prompts, plan, cfg, pad if not info["shots"] else None
+                    )
+                    base_cache.save(key, scores)
+                    info.update(scores)
+    systems = [info | (cached or {}) | ({"cached": True} if cached else {}) for info, _, _, cached in planned]
     err.print(f"scoring tuned on {len(rows)} rows", style="dim", highlight=False)
-    tuned = score_system(loaded.model, tokenizer, rows, zero, plan, cfg, pad)
+    with merged_for_inference(loaded.model) as model:
+        tuned = score_system(model, tokenizer, rows, zero, plan, cfg, pad)
     systems.append({"name": "tuned", "model": "tuned", "shots": 0} | tuned)
     return systems
 
 
-def evaluate_run(run_dir: Path, data_path: str | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, data_path: str | None = None, use_cache: bool = True) -> dict[str, Any]:
     """Score the base model (zero- and k-shot) and the tuned model on the same rows."""
     loaded = load_run(run_dir)
     cfg = loaded.config
@@ -135,7 +156,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None) -> dict[str, Any]:
     train = splits.train if splits is not None else []
     plan = plan_eval(cfg, loaded.tokenizer, fmt, train, rows)
     pool = shot_pool(train, rows) if any(cfg.eval.shots) and splits is not None else None
-    systems = score_systems(loaded, cfg, rows, plan, pool)
+    systems = score_systems(loaded, cfg, rows, plan, pool, use_cache)
     by_name = {s["name"]: s for s in systems}
     return {
         "run": str(run_dir),
@@ -219,5 +240,6 @@ def throughput_note(report: dict[str, Any]) -> str:
             if how in system
         ]
         if speeds:
-            parts.append(f"{system['name']}: " + ", ".join(speeds))
+            cached = " (cached; when scored)" if system.get("cached") else ""
+            parts.append(f"{system['name']}{cached}: " + ", ".join(speeds))
     return "rows/s · " + " | ".join(parts) if parts else ""

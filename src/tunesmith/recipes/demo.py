@@ -11,7 +11,7 @@ from rich.table import Table
 from tunesmith.config import Config, load_config
 from tunesmith.data.load import load_examples
 from tunesmith.evaluate.runner import score_model
-from tunesmith.methods.loading import load_run
+from tunesmith.methods.loading import load_run, merged_for_inference
 from tunesmith.recipes import demo_task
 from tunesmith.recipes.train import run_train
 from tunesmith.train.run_dir import write_json
@@ -39,7 +39,8 @@ def run_demo(
     run_dir = run_train(cfg, str(DEMO_CONFIG)).path
     loaded = load_run(run_dir)
     test = load_examples(data["test"]).examples
-    tuned = score_model(loaded.model, loaded.tokenizer, test, cfg, with_exact_match=True)
+    with merged_for_inference(loaded.model) as model:
+        tuned = score_model(model, loaded.tokenizer, test, cfg, with_exact_match=True)
     with loaded.model.disable_adapter():
         base = score_model(loaded.model, loaded.tokenizer, test, cfg, with_exact_match=True)
     for scores in (base, tuned):

@@ -34,7 +34,7 @@ from tunesmith.evaluate.pseudo_label import (
     read_unlabeled,
     run_label_set,
 )
-from tunesmith.methods.loading import LoadedModel, load_run
+from tunesmith.methods.loading import LoadedModel, load_run, merged_for_inference
 from tunesmith.output import err
 from tunesmith.recipes.train import run_train
 from tunesmith.train.precision import threads, use_bf16
@@ -168,12 +168,14 @@ def run_self_training(cfg: Config, config_path: str | None = None) -> Path:
             entry["pseudo_labels"] = pseudo
         with threads(cfg.train.threads):
             loaded = load_run(run_dir)
-            entry["eval_accuracy"] = _accuracy(loaded, plan)
+            with merged_for_inference(loaded.model):
+                entry["eval_accuracy"] = _accuracy(loaded, plan)
             if round_no == 0 and loaded.is_adapter:  # the base model is the same weights with the adapter off
                 with loaded.model.disable_adapter():
                     summary["base_eval_accuracy"] = _accuracy(loaded, plan)
             if round_no < st.rounds:
-                train_file, pseudo = _next_train_file(plan, round_no + 1, loaded)
+                with merged_for_inference(loaded.model):
+                    train_file, pseudo = _next_train_file(plan, round_no + 1, loaded)
             del loaded  # free this round's model before the next round loads its own
         entry["seconds"] = round(time.perf_counter() - started, 1)
         summary["rounds"].append(entry)

@@ -29,6 +29,7 @@ from tunesmith.data.prepare import Prepared, Splits, file_hash
 from tunesmith.data.tokenize import Encoded, EncodeReport, encode_text_blocks, pad_id
 from tunesmith.errors import DataError, UserError
 from tunesmith.methods import base_dtype
+from tunesmith.methods.loading import load_run, merged_for_inference
 from tunesmith.models import load_causal_lm
 from tunesmith.tasks.base import TaskData, TaskSteps, data_report, on_val_split
 from tunesmith.train.loss import evaluate_loss
@@ -147,20 +148,19 @@ def evaluate(
 
 def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Loss and perplexity of every document (each scored alone, in max_length pieces); corpus perplexity."""
-    from tunesmith.methods.loading import load_run
-
     loaded = load_run(run_dir)
     cfg, tokenizer = loaded.config, loaded.tokenizer
     assert cfg is not None
     documents, _ = read_documents(data_path, cfg.data.model_copy(update={"skip_invalid": False}))
     out, total, tokens = [], 0.0, 0
-    bf16 = use_bf16(cfg.train.precision)
-    for doc in documents:
-        blocks = encode_text_blocks(tokenizer, doc, cfg.data.max_length)
-        scores = evaluate_loss(loaded.model, blocks, pad_id(tokenizer), cfg.eval.batch_size, bf16)
-        out.append({"line": doc.line, **scores})
-        if scores["tokens"]:
-            total, tokens = total + scores["loss"] * scores["tokens"], tokens + scores["tokens"]
+    pad, bf16 = pad_id(tokenizer), use_bf16(cfg.train.precision)
+    with merged_for_inference(loaded.model) as model:
+        for doc in documents:
+            blocks = encode_text_blocks(tokenizer, doc, cfg.data.max_length)
+            scores = evaluate_loss(model, blocks, pad, cfg.eval.batch_size, bf16)
+            out.append({"line": doc.line, **scores})
+            if scores["tokens"]:
+                total, tokens = total + scores["loss"] * scores["tokens"], tokens + scores["tokens"]
     loss = total / tokens if tokens else float("nan")
     return out, {"loss": loss, "perplexity": math.exp(min(loss, 50)), "scored_tokens": tokens}
 

@@ -23,7 +23,7 @@ from tunesmith.evaluate.during_training import sft_evaluator
 from tunesmith.evaluate.generate import exact_match, generate_all
 from tunesmith.evaluate.pseudo_label import read_unlabeled
 from tunesmith.methods import base_dtype
-from tunesmith.methods.loading import load_run
+from tunesmith.methods.loading import load_run, merged_for_inference
 from tunesmith.models import load_causal_lm
 from tunesmith.tasks.base import LoopEvaluate, TaskData, TaskSteps
 from tunesmith.train.precision import use_bf16
@@ -77,14 +77,9 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     if fmt in {"text", "auto"}:
         raise UserError(f"{run_dir}: predict for task sft needs a run trained on prompt/answer rows (format {fmt})")
     rows = read_unlabeled(data_path, fmt, cfg.data.system_prompt)
-    answers = generate_all(
-        loaded.model,
-        loaded.tokenizer,
-        [row.prompt for row in rows],
-        cfg.eval.max_new_tokens,
-        cfg.eval.batch_size,
-        use_bf16(cfg.train.precision),
-    )
+    with merged_for_inference(loaded.model) as model:
+        prompts, bf16 = [row.prompt for row in rows], use_bf16(cfg.train.precision)
+        answers = generate_all(model, loaded.tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16)
     out, scored = [], []
     for row, answer in zip(rows, answers, strict=True):
         out.append({"line": row.line, "answer": answer})
