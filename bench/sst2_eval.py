@@ -89,7 +89,7 @@ def throughput(run_dir: Path, dev: Path, rows: int, threads: int | None) -> dict
         torch.set_num_threads(threads)
     subset = dev.with_name(f"dev-first-{rows}.jsonl")
     subset.write_text("".join(dev.read_text().splitlines(keepends=True)[:rows]))
-    report = evaluate_run(run_dir, str(subset))
+    report = evaluate_run(run_dir, str(subset), use_cache=False)  # time the base's scoring too, never its cache
     keys = ("rows", "seconds", "rows_per_s", "cpu_seconds", "rows_per_cpu_s")
     return {
         "rows": rows,
