@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tunesmith.config import load_config
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
+from tunesmith.recipes.summary import RunSummary
 from tunesmith.recipes.train import run_train
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,8 @@ def test_lora_run_folder_and_frozen_base(tiny_model_dir, qa_data, tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["tuned_val_loss"] < summary["base_val_loss"]
+    assert 0 <= summary["train_padding_fraction"] < 0.5  # length-grouped batches: little padding
+    assert RunSummary.read(run).to_json() == summary  # the typed summary reads back what was written
     assert not [p for p in run.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".pickle"}]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"step", "train_loss", "lr", "tokens_per_s"} <= set(rows[1]) and any("val_loss" in r for r in rows)

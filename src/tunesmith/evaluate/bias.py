@@ -152,7 +152,7 @@ def probes(pair: ModelPair, audit: AuditConfig) -> list[dict[str, Any]]:
     for probe in audit.probes:
         prompts = [probe.template.format(group=g) for g in probe.groups]
         entry: dict[str, Any] = {"template": probe.template, "groups": probe.groups, "words": probe.words}
-        for name, ctx in pair.both():
+        for name, ctx in pair.both(merged=False):  # a handful of prompts: folding would cost more
             with ctx as model:
                 entry[name] = _probe_summary(probe, next_token_logprobs(model, pair.tokenizer, prompts), pair.tokenizer)
         entry["js_change"] = entry["tuned"]["mean_js"] - entry["base"]["mean_js"]

@@ -49,7 +49,7 @@ def distribution_shift(pair: ModelPair, data: Sequence[Encoded]) -> dict[str, An
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
         logp = {}
-        for name, ctx in pair.both():
+        for name, ctx in pair.both(merged=False):  # base and tuned alternate batch by batch
             with ctx as model:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             logp[name] = torch.log_softmax(logits[:, :-1][keep].float(), dim=-1)

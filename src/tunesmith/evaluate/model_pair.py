@@ -51,10 +51,12 @@ class ModelPair:
             self._base.eval()
         yield self._base
 
-    def both(self) -> Iterator[tuple[str, contextlib.AbstractContextManager[nn.Module]]]:
-        """("base", ctx), ("tuned", ctx): score the same inputs with each model in turn."""
+    def both(self, merged: bool = True) -> Iterator[tuple[str, contextlib.AbstractContextManager[nn.Module]]]:
+        """("base", ctx), ("tuned", ctx): score the same inputs with each model in turn. `merged`: the tuned
+        model runs with its adapter folded in (`merged_for_inference`); worth it for a whole pass over many rows,
+        not for one batch at a time (folding rewrites every adapted weight, each way)."""
         yield "base", self.base()
-        yield "tuned", merged_for_inference(self.tuned)
+        yield "tuned", merged_for_inference(self.tuned) if merged else contextlib.nullcontext(self.tuned)
 
 
 def load_pair(run_dir: Path) -> ModelPair:

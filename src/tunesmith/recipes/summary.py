@@ -53,6 +53,7 @@ class RunSummary:
     val_examples: int
     data_hash: str
     val_metrics: dict[str, float] = field(default_factory=dict)  # at the best step, e.g. val_accuracy
+    train_padding_fraction: float | None = None  # share of the forward passes' tokens that were padding
     base_val_perplexity: float | None = None  # language-modelling objectives only
     tuned_val_perplexity: float | None = None
     fused_ops: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +118,7 @@ def summarise(
         stopped_early=result.stopped_early,
         epochs=round(state.step / max(steps_per_epoch(len(prepared.train), cfg.train), 1), 3),
         train_tokens_seen=state.tokens_seen,
+        train_padding_fraction=_padding_fraction(state.tokens_seen, state.padded_tokens_seen),
         train_seconds=round(result.train_seconds, 1),
         wall_seconds=round(wall, 1),
         eval_seconds=round(result.eval_seconds, 1),
@@ -144,6 +146,11 @@ def _best_metrics(run_dir: Path, best_step: int | None) -> dict[str, float]:
     """The task metrics logged at the evaluation that gave the best (exported) weights."""
     rows = [r for r in read_metrics(RunFolder(run_dir).metrics) if r.get("step") == best_step and "val_loss" in r]
     return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
+
+
+def _padding_fraction(tokens: int, padded: int) -> float | None:
+    """None when unknown: a run resumed from a checkpoint written before padded tokens were counted."""
+    return round(1 - tokens / padded, 4) if padded >= tokens > 0 else None
 
 
 def _fused_report(fused: FusedOps) -> dict[str, Any]:

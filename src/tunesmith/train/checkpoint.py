@@ -42,6 +42,7 @@ class TrainState:
     epoch: int = 0
     micro_batch: int = 0  # micro-batches of `epoch` already consumed
     tokens_seen: int = 0
+    padded_tokens_seen: int = 0  # the same micro-batches' tokens with their padding (0 in older checkpoints)
     best_val_loss: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0

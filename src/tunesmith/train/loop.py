@@ -199,6 +199,7 @@ class StepStats:
     loss: float  # mean over the step's trained tokens
     trained_tokens: int  # tokens that carry a loss
     input_tokens: int  # non-padding tokens the model processed (the throughput unit TRL reports)
+    padded_tokens: int  # tokens of the step's forward passes, padding included
     grad_norm: float  # before clipping
 
 
@@ -232,7 +233,8 @@ def _train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     inputs = sum(real_tokens(mb) for mb in micro)
-    return StepStats(total / denominator, denominator, inputs, grad_norm)
+    padded = sum(mb["input_ids"].numel() for mb in micro)
+    return StepStats(total / denominator, denominator, inputs, padded, grad_norm)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -383,6 +385,7 @@ class _Trainer:
         self.scheduler.step()
         state.step, state.micro_batch = state.step + 1, state.micro_batch + len(window)
         state.tokens_seen += stats.input_tokens
+        state.padded_tokens_seen += stats.padded_tokens
         state.train_losses.append(stats.loss)
         tps = stats.input_tokens / max(time.perf_counter() - t0, 1e-9)
         self.log.write(
