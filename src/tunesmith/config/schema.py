@@ -131,7 +131,7 @@ def _method_config(value: object, handler: ValidatorFunctionWrapHandler) -> Meth
         return handler(value)
     configs = method_configs()
     name = value.get("name", DEFAULT_METHOD)
-    if name not in configs:
+    if not isinstance(name, str) or name not in configs:
         raise PydanticCustomError("method_name", "'method.name' must be one of: {names}", {"names": ", ".join(configs)})
     return configs[name].model_validate(value)
 
