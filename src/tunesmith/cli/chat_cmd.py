@@ -15,9 +15,10 @@ def chat(
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
-    from tunesmith.methods.loading import find_run, load_any, merged_for_inference
+    from tunesmith.methods.loading import load_any, merged_for_inference
     from tunesmith.serve.chat import repl, stream_reply
     from tunesmith.tasks import task_of_run
+    from tunesmith.train.run_dir import find_run
 
     run = find_run(model)
     if run is not None:

@@ -14,7 +14,7 @@ theirs but the tables below. `import tunesmith.config` stays free of torch until
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tunesmith.registry import add_unique
 
@@ -48,6 +48,6 @@ def method_configs() -> dict[str, type[MethodSection]]:
     return METHOD_CONFIGS
 
 
-def task_names() -> dict[str, Any]:
+def task_names() -> dict[str, str]:
     load_components()
     return TASK_NAMES

@@ -18,7 +18,8 @@ from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.methods import METHODS
 from tunesmith.methods.base import ModelBuilders
 from tunesmith.models import load_causal_lm, load_tokenizer
-from tunesmith.train.run_folder import CONFIG_FILE
+from tunesmith.train.run_dir import find_run
+from tunesmith.train.run_folder import RunFolder
 
 
 @dataclass
@@ -29,17 +30,9 @@ class LoadedModel:
     is_adapter: bool  # a PEFT model: `model.disable_adapter()` gives the base model
 
 
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file()
-
-
-def find_run(name: str) -> Path | None:
-    """The run folder `name` means (a path, or a run name under ./runs), or None when it names no run."""
-    return next((p for p in (Path(name), Path("runs") / name) if is_run_dir(p)), None)
-
-
 def run_config(run_dir: Path) -> Config:
-    return validate(read_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
+    config = RunFolder(run_dir).config
+    return validate(read_yaml(config), str(config))
 
 
 def load_run(run_dir: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:

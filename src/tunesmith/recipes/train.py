@@ -203,7 +203,8 @@ def _export_and_summarise(
     if labels is not None:
         write_task_file(export_dir, cfg.task.name, labels)
     title = f"{cfg.model.name} · {cfg.task.name} · {cfg.method.name}"
-    plot_losses(RunFolder(run_path).metrics, RunFolder(run_path).loss_plot, title)
+    folder = RunFolder(run_path)
+    plot_losses(folder.metrics, folder.loss_plot, title)
     return summarise(cfg, model, result, fused, data.prepared, run_path, export_dir, wall, labels)
 
 
@@ -260,7 +261,8 @@ def run_task(
 
 
 def _start_run(run_path: Path, data: TaskData, data_check: dict[str, Any] | None) -> None:
-    runs.write_json(RunFolder(run_path).data_report, data.prepared.report)
+    folder = RunFolder(run_path)
+    runs.write_json(folder.data_report, data.prepared.report)
     if data_check is not None:
-        runs.write_json(RunFolder(run_path).data_check, data_check)
+        runs.write_json(folder.data_check, data_check)
     runs.set_status(run_path, "running")

@@ -153,11 +153,15 @@ def set_status(run_dir: Path, status: str, **extra: Any) -> None:
     write_json(run_dir / STATUS_FILE, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
 
 
+def find_run(name: str | Path) -> Path | None:
+    """The run folder `name` means (a path, or a run name under ./runs), or None when it names no run."""
+    return next((p for p in (Path(name), Path("runs") / str(name)) if RunFolder(p).is_run()), None)
+
+
 def resolve_run(path: str | Path) -> Path:
     """A run folder given by path, or by name under ./runs."""
-    candidates = [Path(path), Path("runs") / str(path)]
-    for candidate in candidates:
-        if (candidate / CONFIG_FILE).is_file():
-            attach_run_log(candidate)
-            return candidate
-    raise UserError(f"{path}: not a tunesmith run folder (no {CONFIG_FILE}); runs live in ./runs/<name>")
+    run = find_run(path)
+    if run is None:
+        raise UserError(f"{path}: not a tunesmith run folder (no {CONFIG_FILE}); runs live in ./runs/<name>")
+    attach_run_log(run)
+    return run

@@ -13,6 +13,11 @@ CONFIG_FILE, STATUS_FILE, SUMMARY_FILE = "config.yaml", "status.json", "summary.
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"  # the export: a PEFT adapter, or the whole model
 
 
+def _entry(*parts: str) -> property:
+    """A path inside the run folder, as a read-only attribute."""
+    return property(lambda folder: folder.path.joinpath(*parts))
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run folder and the path of each thing in it.
@@ -23,74 +28,23 @@ class RunFolder:
 
     path: Path
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def status(self) -> Path:
-        return self.path / STATUS_FILE
-
-    @property
-    def summary(self) -> Path:
-        return self.path / SUMMARY_FILE
-
-    @property
-    def log(self) -> Path:
-        return self.path / RUN_LOG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def loss_plot(self) -> Path:
-        return self.path / "loss.png"
-
-    @property
-    def data_report(self) -> Path:
-        return self.path / "data_report.json"
-
-    @property
-    def data_check(self) -> Path:
-        return self.path / DATA_CHECK_FILE
-
-    @property
-    def resumes(self) -> Path:
-        return self.path / "resumes.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def best_weights(self) -> Path:
-        """The trainable weights of the best evaluation so far (restored into the model before export)."""
-        return self.path / "best" / WEIGHTS
-
-    @property
-    def adapter(self) -> Path:
-        return self.path / ADAPTER_DIR
-
-    @property
-    def model(self) -> Path:
-        return self.path / MODEL_DIR
-
-    @property
-    def eval(self) -> Path:
-        return self.path / "eval.json"
-
-    @property
-    def audit(self) -> Path:
-        return self.path / "audit.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / "predictions.jsonl"
-
-    @property
-    def report(self) -> Path:
-        return self.path / "report.html"
+    config = _entry(CONFIG_FILE)  # the config that runs from here on
+    status = _entry(STATUS_FILE)
+    summary = _entry(SUMMARY_FILE)
+    log = _entry(RUN_LOG)
+    metrics = _entry("metrics.jsonl")
+    loss_plot = _entry("loss.png")
+    data_report = _entry("data_report.json")
+    data_check = _entry(DATA_CHECK_FILE)
+    resumes = _entry("resumes.json")
+    checkpoints = _entry("checkpoints")
+    best_weights = _entry("best", WEIGHTS)  # the best evaluation's trainable weights, restored before export
+    adapter = _entry(ADAPTER_DIR)
+    model = _entry(MODEL_DIR)
+    eval = _entry("eval.json")
+    audit = _entry("audit.json")
+    predictions = _entry("predictions.jsonl")
+    report = _entry("report.html")
 
     def is_run(self) -> bool:
         return self.config.is_file()
