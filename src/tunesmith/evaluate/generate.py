@@ -7,13 +7,35 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
 
 from tunesmith.data.tokenize import render
-from tunesmith.train.precision import autocast
+from tunesmith.train.precision import inference
 
 
-@torch.no_grad()
+def greedy(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    cache: Cache | None = None,
+) -> list[str]:
+    """Greedy answers after left-padded prompt `ids`; a `cache` holding all but the last prompt column continues
+    from it (only that column and the new tokens run). Call inside `precision.inference`."""
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **({"cache": cache} if cache is not None else {}),
+    )
+    return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
+
+
 def generate_batch(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -29,23 +51,8 @@ def generate_batch(
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = side
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast(bf16):
-            out = model.generate(
-                input_ids=enc["input_ids"],
-                attention_mask=enc["attention_mask"],
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-    finally:
-        model.train(was_training)
-    new_tokens = out[:, enc["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    with inference(model, bf16):
+        return greedy(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens)
 
 
 def generate_all(
@@ -59,12 +66,12 @@ def generate_all(
     """Answers for many conversations, batched by prompt length so little padding is computed."""
     order = sorted(range(len(conversations)), key=lambda i: len(str(conversations[i])))
     answers: list[str] = [""] * len(conversations)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        for i, text in zip(
-            idx, generate_batch(model, tokenizer, [conversations[i] for i in idx], max_new_tokens, bf16), strict=True
-        ):
-            answers[i] = text
+    with inference(model, bf16):  # once for all batches: the bf16 weight copies are made once
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = generate_batch(model, tokenizer, [conversations[i] for i in idx], max_new_tokens, bf16)
+            for i, text in zip(idx, batch, strict=True):
+                answers[i] = text
     return answers
 
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
 
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded, encode_examples
 from tunesmith.errors import UserError
 from tunesmith.train.numerics import IGNORE_INDEX, is_prompt_learning
-from tunesmith.train.precision import autocast
+from tunesmith.train.precision import inference
 
 NO_TRUNCATION = 1 << 30
 
@@ -104,34 +104,61 @@ def _summed_target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torc
     return (logp * (targets != IGNORE_INDEX)).sum(-1)
 
 
-@torch.no_grad()
-def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
-    """Summed label log-probabilities, shape [len(batch), K]: the prefixes in one forward, then every candidate
-    suffix in a second forward on the prefixes' key/value cache repeated K times."""
-    k = len(batch[0].suffixes)
+@dataclass
+class Prefilled:
+    """A batch of prompt prefixes after one forward: left-padded ids, their mask and the key/value cache."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    cache: Cache
+
+    def select(self, rows: Sequence[int], copies: int = 1) -> Prefilled:
+        """Only these rows, from a cache that holds each row `copies` times in a row (as after scoring K
+        candidates). The cache is changed in place and shared."""
+        index = torch.tensor(rows)
+        self.cache.batch_select_indices(index * copies)
+        return Prefilled(self.ids[index], self.mask[index], self.cache)
+
+
+def prefill(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> Prefilled:
+    """The prefixes of a batch in one forward, keeping only their cache (no logits are needed)."""
     ids, mask = _left_padded([c.prefix for c in batch], pad_id)
     # Explicit positions: left padding must not shift them, or scores would differ from training's.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(k)
+    return Prefilled(ids, mask, out.cache)
+
+
+def score_candidates(model: nn.Module, prefilled: Prefilled, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+    """Summed label log-probabilities, shape [len(batch), K]: every candidate suffix in one forward on the
+    prefixes' cache repeated K times. The cache is cut back to the prefixes afterwards (row i at index i·K)."""
+    k = len(batch[0].suffixes)
+    prefilled.cache.batch_repeat_interleave(k)
     suffixes = [s for c in batch for s in c.suffixes]
     suffix_ids = _right_padded(suffixes, pad_id)
     suffix_mask = _right_padded([[1] * len(s) for s in suffixes], 0)
     targets = _right_padded([t for c in batch for t in c.targets], IGNORE_INDEX)
     lengths = torch.tensor([len(c.prefix) for c in batch]).repeat_interleave(k)
     suffix_positions = lengths[:, None] + torch.arange(suffix_ids.shape[1])[None, :]
+    scored = targets.ne(IGNORE_INDEX).any(0).nonzero()[:, 0]  # columns with a target: logits only there
     logits = model(
         input_ids=suffix_ids,
-        attention_mask=torch.cat([mask.repeat_interleave(k, 0), suffix_mask], dim=1),
+        attention_mask=torch.cat([prefilled.mask.repeat_interleave(k, 0), suffix_mask], dim=1),
         position_ids=suffix_positions,
-        past_key_values=cache,
+        cache=prefilled.cache,
         use_cache=True,
+        logits_to_keep=scored,
     ).logits.float()
-    return _summed_target_logprobs(logits, targets).view(len(batch), k)
+    prefilled.cache.crop(-suffix_ids.shape[1])
+    return _summed_target_logprobs(logits, targets[:, scored]).view(len(batch), k)
 
 
-@torch.no_grad()
+def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+    """Summed label log-probabilities, shape [len(batch), K]: the prefixes in one forward, then every candidate
+    suffix in a second forward on the prefixes' key/value cache."""
+    return score_candidates(model, prefill(model, batch, pad_id), batch, pad_id)
+
+
 def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
     """`score_batch` without the shared cache: every prompt + candidate runs as one right-padded sequence."""
     k = len(batch[0].suffixes)
@@ -147,6 +174,17 @@ def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int
     return _summed_target_logprobs(picked, targets).view(len(batch), k)
 
 
+def encode_all(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    labels: Sequence[str],
+    max_length: int | None = None,
+) -> list[Candidates]:
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        raise UserError(f"label scoring needs at least two distinct labels, got {list(labels)}")
+    return [encode_candidates(tokenizer, prompt, labels, max_length) for prompt in prompts]
+
+
 def label_logprobs(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -160,20 +198,13 @@ def label_logprobs(
 
     Prompts are length-sorted into batches (less padding); rows come back in the input order.
     """
-    if len(set(labels)) != len(labels) or len(labels) < 2:
-        raise UserError(f"label scoring needs at least two distinct labels, got {list(labels)}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode_candidates(tokenizer, prompt, labels, max_length) for prompt in prompts]
+    encoded = encode_all(tokenizer, prompts, labels, max_length)
     scores = torch.empty((len(encoded), len(labels)))
     score = score_batch_whole if is_prompt_learning(model) else score_batch
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model, bf16):
         for idx in eval_batches([len(c.prefix) for c in encoded], batch_size):
-            with autocast(bf16):
-                scores[idx] = score(model, [encoded[i] for i in idx], pad_id)
-    finally:
-        model.train(was_training)
+            scores[idx] = score(model, [encoded[i] for i in idx], pad_id)
     return scores
 
 

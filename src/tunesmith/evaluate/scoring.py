@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -24,8 +24,10 @@ from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
 from tunesmith.evaluate.generate import generate_all
 from tunesmith.evaluate.label_scoring import label_logprobs
+from tunesmith.evaluate.prompt_pass import Clock, PassResult, now, score_and_generate
 from tunesmith.metrics import METRICS, normalize_answer
 from tunesmith.train.loss import evaluate_loss
+from tunesmith.train.numerics import is_prompt_learning, mean_loss
 from tunesmith.train.precision import use_bf16
 
 SHORT_TARGET_TOKENS = 32  # exact match is meaningful for short answers, not for essays
@@ -108,39 +110,35 @@ def _metric_values(plan: EvalPlan, gold: list[str], predicted: list[str], kinds:
     return {m: METRICS[m](gold, predicted, labels=plan.labels) for m in plan.metrics if METRICS[m].kind in kinds}
 
 
-def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def _timed(rows: int, started: tuple[float, float]) -> dict[str, float]:
+def _timed(rows: int, clock: Clock) -> dict[str, float]:
     """Wall and CPU time of a scoring: on a shared machine rows per CPU-second is the steadier speed figure."""
-    seconds, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
     return {
         "rows": rows,
-        "seconds": round(seconds, 2),
-        "rows_per_s": round(rows / max(seconds, 1e-9), 2),
-        "cpu_seconds": round(cpu, 2),
-        "rows_per_cpu_s": round(rows / max(cpu, 1e-9), 2),
+        "seconds": round(clock.wall, 2),
+        "rows_per_s": round(rows / max(clock.wall, 1e-9), 2),
+        "cpu_seconds": round(clock.cpu, 2),
+        "rows_per_cpu_s": round(rows / max(clock.cpu, 1e-9), 2),
     }
 
 
-def by_likelihood(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[Example],
-    prompts: list[Messages],
-    plan: EvalPlan,
-    cfg: Config,
-) -> tuple[dict[str, Any], list[str]]:
-    """Label metrics from the most likely label of every row, and the predicted labels."""
+def likelihood_metrics(plan: EvalPlan, rows: Sequence[Example], scores: torch.Tensor) -> tuple[dict, list[str]]:
+    """Label metrics of the most likely label of every row, and the predicted labels."""
     assert plan.labels is not None
-    started = _clock()
-    scores = label_logprobs(
-        model, tokenizer, prompts, plan.labels, cfg.eval.batch_size, bf16=use_bf16(cfg.train.precision)
-    )
     predicted = [plan.labels[i] for i in scores.argmax(-1).tolist()]
+    return _metric_values(plan, [e.target or "" for e in rows], predicted, {"label"}), predicted
+
+
+def generation_metrics(plan: EvalPlan, rows: Sequence[Example], answers: list[str]) -> dict[str, float]:
+    """Text metrics on the answers, label metrics on the labels they name."""
     gold = [e.target or "" for e in rows]
-    return {"metrics": _metric_values(plan, gold, predicted, {"label"}), **_timed(len(rows), started)}, predicted
+    values = _metric_values(plan, gold, answers, {"text"})
+    if plan.labels is not None:
+        values |= _metric_values(plan, gold, [as_label(a, plan.labels) for a in answers], {"label"})
+    else:  # no label set: a label metric compares normalised answers
+        values |= _metric_values(
+            plan, [normalize_answer(g) for g in gold], [normalize_answer(a) for a in answers], {"label"}
+        )
+    return values
 
 
 def by_generation(
@@ -152,18 +150,66 @@ def by_generation(
     cfg: Config,
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics of greedy answers: text metrics on the answers, label metrics on the labels they name."""
-    started = _clock()
-    bf16 = use_bf16(cfg.train.precision)
-    answers = generate_all(model, tokenizer, prompts, plan.max_new_tokens, cfg.eval.batch_size, bf16)
-    gold = [e.target or "" for e in rows]
-    values = _metric_values(plan, gold, answers, {"text"})
-    if plan.labels is not None:
-        values |= _metric_values(plan, gold, [as_label(a, plan.labels) for a in answers], {"label"})
-    else:  # no label set: a label metric compares normalised answers
-        values |= _metric_values(
-            plan, [normalize_answer(g) for g in gold], [normalize_answer(a) for a in answers], {"label"}
+    clock, started = Clock(), now()
+    answers = generate_all(
+        model, tokenizer, prompts, plan.max_new_tokens, cfg.eval.batch_size, use_bf16(cfg.train.precision)
+    )
+    clock.add(started)
+    return {"metrics": generation_metrics(plan, rows, answers), **_timed(len(rows), clock)}, answers
+
+
+def _label_pass(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Messages],
+    plan: EvalPlan,
+    cfg: Config,
+    generate_rows: int,
+) -> PassResult:
+    """Label scores of every prompt and greedy answers of the first `generate_rows`, from one prompt forward per
+    batch (`prompt_pass`); prompt-learning models score and generate separately."""
+    assert plan.labels is not None
+    bf16, batch_size = use_bf16(cfg.train.precision), cfg.eval.batch_size
+    if not is_prompt_learning(model):
+        return score_and_generate(
+            model, tokenizer, prompts, plan.labels, generate_rows, plan.max_new_tokens, batch_size, bf16
         )
-    return {"metrics": values, **_timed(len(rows), started)}, answers
+    started = now()
+    scores = label_logprobs(model, tokenizer, prompts, plan.labels, batch_size, bf16=bf16)
+    done = PassResult(scores, torch.zeros_like(scores), torch.zeros_like(scores), [])
+    started = done.label_time.add(started)
+    if generate_rows:
+        done.answers = generate_all(model, tokenizer, prompts[:generate_rows], plan.max_new_tokens, batch_size, bf16)
+        done.generate_time.add(started)
+    return done
+
+
+def loss_from_scores(
+    rows: Sequence[Example], labels: Sequence[str], done: PassResult, max_length: int
+) -> tuple[float, int] | None:
+    """(summed loss, tokens) of the rows as trained, read off the target candidate's label score: the same
+    tokens and numerics as `loss_scores`. None unless every row has one assistant turn whose target is a
+    candidate and fits `max_length` untruncated (then the loss pass runs)."""
+    if not done.target_tokens.any():
+        return None
+    total, tokens = 0.0, 0
+    for i, row in enumerate(rows):
+        if sum(m["role"] == "assistant" for m in row.messages) != 1 or row.target not in labels:
+            return None
+        c = labels.index(row.target)
+        if done.lengths[i, c] > max_length:
+            return None
+        total -= float(done.scores[i, c])
+        tokens += int(done.target_tokens[i, c])
+    return total, tokens
+
+
+def _loss_entry(loss_sum: float, tokens: int) -> dict[str, float]:
+    return {
+        "loss": mean_loss(loss_sum, tokens),
+        "perplexity": METRICS["perplexity"]([tokens], [loss_sum]),
+        "tokens": tokens,
+    }
 
 
 def loss_scores(
@@ -173,11 +219,7 @@ def loss_scores(
     encoded, _ = encode_examples(tokenizer, rows, cfg.data.max_length)
     result = evaluate_loss(model, encoded, pad, cfg.eval.batch_size, use_bf16(cfg.train.precision))
     tokens = int(result["tokens"])
-    return {
-        "loss": result["loss"],
-        "perplexity": METRICS["perplexity"]([tokens], [result["loss"] * tokens]),
-        "tokens": tokens,
-    }
+    return _loss_entry(result["loss"] * tokens, tokens)
 
 
 def score_system(
@@ -195,16 +237,31 @@ def score_system(
     the generated answers are kept beside them.
     """
     out: dict[str, Any] = {"metrics": {}}
+    n = min(len(rows), cfg.eval.max_examples) if plan.generate else 0
+    liked: list[str] = []
+    answers, done = None, None
+    if plan.labels is not None:
+        done = _label_pass(model, tokenizer, prompts, plan, cfg, n)
+        metrics, liked = likelihood_metrics(plan, rows, done.scores)
+        out["label_likelihood"] = {"metrics": metrics, **_timed(len(rows), done.label_time)}
+        answers, clock = (done.answers, done.generate_time) if n else (None, None)
+    elif n:
+        clock, started = Clock(), now()
+        answers = generate_all(
+            model, tokenizer, prompts[:n], plan.max_new_tokens, cfg.eval.batch_size, use_bf16(cfg.train.precision)
+        )
+        clock.add(started)
     if pad is not None:
-        out |= loss_scores(model, tokenizer, rows, cfg, pad)
+        derived = loss_from_scores(rows, plan.labels, done, cfg.data.max_length) if done and plan.labels else None
+        out |= _loss_entry(*derived) if derived else loss_scores(model, tokenizer, rows, cfg, pad)
+        out["loss_from_label_scores"] = derived is not None
         if "perplexity" in plan.metrics:
             out["metrics"]["perplexity"] = out["perplexity"]
-    liked: list[str] = []
-    if plan.labels is not None:
-        out["label_likelihood"], liked = by_likelihood(model, tokenizer, rows, prompts, plan, cfg)
-    if plan.generate:
-        n = min(len(rows), cfg.eval.max_examples)
-        out["generation"], answers = by_generation(model, tokenizer, rows[:n], prompts[:n], plan, cfg)
+    if answers is not None:
+        assert clock is not None
+        out["generation"] = {"metrics": generation_metrics(plan, rows[:n], answers), **_timed(n, clock)}
+        if done is not None and done.continued:
+            out["generation"]["continued_from_label_scoring"] = done.continued
         out["predictions"] = [
             {"line": e.line, "target": e.target, "answer": a, **({"label": liked[i]} if liked else {})}
             for i, (e, a) in enumerate(zip(rows[:n], answers, strict=True))

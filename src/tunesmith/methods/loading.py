@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -47,7 +46,13 @@ def load_run(run_dir: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     model, tokenizer = METHODS[cfg.method.name].load(run_dir, builders)
     ensure_chat_template(tokenizer)
     model.eval()
-    return LoadedModel(model, tokenizer, cfg, is_adapter=isinstance(model, PeftModel))
+    return LoadedModel(model, tokenizer, cfg, is_adapter=_is_peft(model))
+
+
+def _is_peft(model: nn.Module) -> bool:
+    from peft import PeftModel  # imported here: `tunesmith validate` reaches this module and skips its ~2 s
+
+    return isinstance(model, PeftModel)
 
 
 def load_any(name: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
@@ -64,7 +69,7 @@ def load_any(name: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
 def can_merge(model: nn.Module) -> bool:
     """A PEFT LoRA-type adapter (LoRA, DoRA; QLoRA's export loads as LoRA) over fp32 base weights."""
-    if not isinstance(model, PeftModel) or len(model.peft_config) != 1:
+    if not _is_peft(model) or len(model.peft_config) != 1:
         return False
     config = model.peft_config[model.active_adapter]
     if config.is_prompt_learning or config.peft_type != "LORA":  # PeftType is a str enum

@@ -5,16 +5,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
 from pydantic import Field
 from torch import nn
 
 from tunesmith.config.schema import MethodSection
 from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.peft_task import peft_task_options
+
+if TYPE_CHECKING:  # peft is imported where it is used: validating a config must not pay its ~2 s import.
+    from peft import LoraConfig as PeftLoraConfig
 
 
 class LoraOptions(MethodSection):
@@ -34,6 +35,8 @@ class LoraConfig(LoraOptions):
 
 def peft_config(cfg: LoraOptions, model: nn.Module | None = None) -> PeftLoraConfig:
     """The PEFT LoRA config for our (q)lora settings; `model` decides the task type (see `peft_task`)."""
+    from peft import LoraConfig as PeftLoraConfig
+
     return PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -47,6 +50,8 @@ def peft_config(cfg: LoraOptions, model: nn.Module | None = None) -> PeftLoraCon
 
 def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     """Wrap the model with LoRA adapters (fp32 adapter weights even on a bf16 base)."""
+    from peft import get_peft_model
+
     return get_peft_model(model, peft_config(cfg, model), autocast_adapter_dtype=True)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from peft import PrefixTuningConfig as PeftPrefixTuningConfig
-from peft import get_peft_model
 from pydantic import Field, model_validator
 from torch import nn
 from transformers import AutoTokenizer
@@ -67,6 +65,9 @@ def apply(model: nn.Module, cfg: PrefixTuningConfig) -> nn.Module:
             "prompt_tuning, lora or full"
         )
     start = text_keys_values(model, cfg.init_text, cfg.num_virtual_tokens) if cfg.init_text else None
+    from peft import PrefixTuningConfig as PeftPrefixTuningConfig  # imported here: `validate` skips its ~2 s
+    from peft import get_peft_model
+
     peft_cfg = PeftPrefixTuningConfig(
         task_type="CAUSAL_LM",
         num_virtual_tokens=cfg.num_virtual_tokens,

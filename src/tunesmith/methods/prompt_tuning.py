@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from peft import PromptTuningConfig as PeftPromptTuningConfig
-from peft import PromptTuningInit, get_peft_model
 from pydantic import Field
 from torch import nn
 
@@ -31,6 +29,9 @@ def apply(model: nn.Module, cfg: PromptTuningConfig) -> nn.Module:
 
     Random vocabulary rows rather than PEFT's N(0, 1) default: they sit at the scale of real embeddings.
     """
+    from peft import PromptTuningConfig as PeftPromptTuningConfig  # imported here: `validate` skips its ~2 s
+    from peft import PromptTuningInit, get_peft_model
+
     text = {"prompt_tuning_init": PromptTuningInit.SAMPLE_VOCAB}
     if cfg.init_text:
         # PEFT tokenizes the text with the model folder's own tokenizer.

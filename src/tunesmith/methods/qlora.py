@@ -17,7 +17,6 @@ import gc
 from typing import Any, Literal
 
 import torch
-from peft import get_peft_model
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -118,6 +117,8 @@ def apply(model: nn.Module, cfg: QLoraConfig) -> nn.Module:
     keep_4bit_trainable_on_cpu(model)
     if cfg.bits == 8:
         quiet_int8_cast_notice()
+    from peft import get_peft_model  # imported here: `validate` skips its ~2 s
+
     return get_peft_model(model, lora.peft_config(cfg, model), autocast_adapter_dtype=True)
 
 

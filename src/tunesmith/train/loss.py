@@ -5,17 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.tokenize import Encoded
 from tunesmith.train.numerics import mean_loss
 from tunesmith.train.objective import CAUSAL_LM, Objective
-from tunesmith.train.precision import autocast
+from tunesmith.train.precision import inference
 
 
-@torch.no_grad()
 def evaluate_loss(
     model: nn.Module,
     data: Sequence[Encoded],
@@ -25,18 +23,13 @@ def evaluate_loss(
     objective: Objective = CAUSAL_LM,
 ) -> dict[str, float]:
     """Mean loss over `data` weighted as in training (per trained token for LM), its perplexity and the count."""
-    was_training = model.training
-    model.eval()
     total, tokens = 0.0, 0
-    try:
+    with inference(model, bf16):
         for idx in eval_batches([objective.length(e) for e in data], batch_size):
             batch = objective.collate([data[i] for i in idx], pad_id)
-            with autocast(bf16):
-                loss_sum, n = objective.loss_sum(model, batch)
+            loss_sum, n = objective.loss_sum(model, batch)
             total += float(loss_sum)
             tokens += n
-    finally:
-        model.train(was_training)
     loss = mean_loss(total, tokens)
     return {
         "loss": loss,
