@@ -13,6 +13,7 @@ from torch import nn
 from tunesmith.config.schema import MethodSection
 from tunesmith.methods.base import Method, export_adapter, load_adapter
 from tunesmith.methods.peft_task import peft_task_options
+from tunesmith.train.dropout import use_fast_dropout
 
 if TYPE_CHECKING:  # peft is imported where it is used: validating a config must not pay its ~2 s import.
     from peft import LoraConfig as PeftLoraConfig
@@ -49,10 +50,16 @@ def peft_config(cfg: LoraOptions, model: nn.Module | None = None) -> PeftLoraCon
 
 
 def apply(model: nn.Module, cfg: LoraConfig) -> nn.Module:
-    """Wrap the model with LoRA adapters (fp32 adapter weights even on a bf16 base)."""
+    """Wrap the model with LoRA adapters (fp32 adapter weights even on a bf16 base), their input dropout drawn
+    by `train.dropout.fast_dropout`."""
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(cfg, model), autocast_adapter_dtype=True)
+    return with_fast_dropout(get_peft_model(model, peft_config(cfg, model), autocast_adapter_dtype=True))
+
+
+def with_fast_dropout(model: nn.Module) -> nn.Module:
+    use_fast_dropout(model)
+    return model
 
 
 METHOD = Method(name="lora", config=LoraConfig, apply=apply, export=export_adapter, load=load_adapter, frozen_base=True)

@@ -119,7 +119,7 @@ def apply(model: nn.Module, cfg: QLoraConfig) -> nn.Module:
         quiet_int8_cast_notice()
     from peft import get_peft_model  # imported here: `validate` skips its ~2 s
 
-    return get_peft_model(model, lora.peft_config(cfg, model), autocast_adapter_dtype=True)
+    return lora.with_fast_dropout(get_peft_model(model, lora.peft_config(cfg, model), autocast_adapter_dtype=True))
 
 
 METHOD = Method(
