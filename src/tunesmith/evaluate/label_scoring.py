@@ -9,6 +9,9 @@ The prompt is shared by all candidates, so it runs once per batch: its key/value
 candidates and only the few label tokens run K times (one forward for all candidates of the batch). PEFT prompt
 and prefix tuning add their virtual tokens inside every forward call, so a second call on a cache would see
 them twice; those models score each prompt + candidate as one whole sequence instead.
+
+`prefill` and `score_candidates` are the two halves, so `prompt_pass` can continue generating from the same
+cache. Everything here runs inside `train.precision.inference` (no autograd, eval mode, bf16 weights once).
 """
 
 from __future__ import annotations

@@ -236,6 +236,11 @@ def throughput_note(report: dict[str, Any]) -> str:
     for system in report["systems"]:
         speeds = [
             f"{how.replace('_', ' ')} {system[how]['rows_per_s']:.1f}"
+            + (
+                " (decoding only: the prompt ran once, for both)"
+                if system[how].get("continued_from_label_scoring")
+                else ""
+            )
             for how in ("label_likelihood", "generation")
             if how in system
         ]
