@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from _quick_sft import quick_sft_model_and_data
 
-from tunesmith.compat.attention import training_attention
+from tunesmith.compat.attention import matmul_attention
 from tunesmith.compat.fused import FUSED_OPS, fused_training_ops
 from tunesmith.train.precision import autocast
 
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     model, _ = quick_sft_model_and_data(16)
     model.train()
-    with training_attention(model, True):
+    with matmul_attention(model, True):
         for shape in args.shape or ["8x128"]:
             rows, tokens = (int(n) for n in shape.split("x"))
             times = measure(model, rows, tokens, args.rounds, args.steps)

@@ -2,6 +2,7 @@
 
     python bench/label_scoring_speed.py                      # 300 rows, batch 16, bf16, 2 repeats
     python bench/label_scoring_speed.py --rows 872 --batch-size 32
+    python bench/label_scoring_speed.py --shots 8             # long rows: 8 training rows as earlier turns
 
 Times `evaluate.label_scoring.label_logprobs` (what `tunesmith eval` runs for label likelihood) on smollm2-135m
 with the SST-2 system prompt and the labels negative/positive. MFU = useful forward FLOPs (2·N_body per prompt
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _sst2 import read_jsonl
+from _sst2 import NAMES, read_jsonl
 from paths import SST2
 from sft_speed import bf16_matmul_peak
 
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--shots", type=int, default=0, help="training rows before each prompt (long rows)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     args = parser.parse_args()
 
@@ -40,7 +42,12 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     rows = read_jsonl(SST2 / "dev.jsonl")[: args.rows]
-    prompts = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["text"]}] for r in rows]
+    shots = [
+        turn
+        for r in read_jsonl(SST2 / "train.jsonl")[: args.shots]
+        for turn in ({"role": "user", "content": r["text"]}, {"role": "assistant", "content": NAMES[r["label"]]})
+    ]
+    prompts = [[{"role": "system", "content": SYSTEM}, *shots, {"role": "user", "content": r["text"]}] for r in rows]
     encoded = [encode_candidates(tokenizer, p, LABELS) for p in prompts]
     prompt_tokens = sum(len(c.prefix) for c in encoded)
     label_tokens = sum(len(s) for c in encoded for s in c.suffixes)

@@ -37,7 +37,7 @@ def measure(setting: str, n_batches: int) -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     import tunesmith.train.numerics as numerics
-    from tunesmith.compat.attention import training_attention
+    from tunesmith.compat.attention import matmul_attention
     from tunesmith.data.batching import batch_plan, collate
     from tunesmith.train.numerics import token_loss_sum
     from tunesmith.train.precision import autocast
@@ -51,11 +51,11 @@ def measure(setting: str, n_batches: int) -> None:
     if setting == "attention mask kept":
         numerics.is_right_padded = lambda mask: False
     kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if setting == "sdpa=math" else contextlib.nullcontext
-    matmul_attention = setting not in ("attention=sdpa", "sdpa=math")  # a kept mask goes to SDPA anyway
+    use_matmul = setting not in ("attention=sdpa", "sdpa=math")  # a kept mask goes to SDPA anyway
     for timed in (False, True):
         start = time.perf_counter()
         for batch in batches:
-            with autocast(True), kernel(), training_attention(model, matmul_attention):
+            with autocast(True), kernel(), matmul_attention(model, use_matmul):
                 loss, n = token_loss_sum(model, batch)
             (loss / n).backward()
             optimizer.step()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from tunesmith.compat import attention
-from tunesmith.compat.attention import NAME, cpu_causal_attention, matmul_causal_attention, training_attention
+from tunesmith.compat.attention import NAME, cpu_causal_attention, matmul_attention, matmul_causal_attention
 from tunesmith.data.batching import collate
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
@@ -59,19 +59,19 @@ class _Causal(torch.nn.Module):
     is_causal = True
 
 
-def test_masks_no_grad_and_non_causal_modules_go_to_sdpa(monkeypatch):
+def test_masks_caches_and_non_causal_modules_go_to_sdpa(monkeypatch):
     calls = []
     monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **kw: calls.append(kw) or ("sdpa", None))
     q, k, v = _qkv()
     mask = torch.ones(3, 1, 11, 11, dtype=torch.bool)
     assert cpu_causal_attention(_Causal(), q, k, v, mask)[0] == "sdpa"
-    with torch.no_grad():
-        assert cpu_causal_attention(_Causal(), q, k, v, None)[0] == "sdpa"
     assert cpu_causal_attention(torch.nn.Module(), q, k, v, None)[0] == "sdpa"  # no is_causal: not known causal
     assert cpu_causal_attention(_Causal(), q, k, v, None, dropout=0.1)[0] == "sdpa"
     assert cpu_causal_attention(_Causal(), q, k[:, :, :5], v[:, :, :5], None)[0] == "sdpa"  # a KV cache
     assert cpu_causal_attention(_Causal(), q, k, v, None, softcap=30.0)[0] == "sdpa"
-    assert len(calls) == 6
+    assert len(calls) == 5
+    with torch.inference_mode():  # forward-only passes take the batched matmuls too
+        assert cpu_causal_attention(_Causal(), q, k, v, None)[0].shape == (3, 11, 6, 8)
     out, _ = cpu_causal_attention(_Causal(), q, k, v, None, scaling=0.3)
     assert out.shape == (3, 11, 6, 8)  # (batch, length, heads, dim), as transformers expects
 
@@ -89,7 +89,7 @@ def _batch(tiny_tokenizer):
     return collate(encode_examples(tiny_tokenizer, rows, 64)[0], tiny_tokenizer.pad_token_id)
 
 
-def test_training_attention_switches_the_model_and_restores_it(model, tiny_tokenizer, monkeypatch):
+def test_matmul_attention_switches_the_model_and_restores_it(model, tiny_tokenizer, monkeypatch):
     used = []
     fast_path = attention.matmul_causal_attention
     monkeypatch.setattr(attention, "matmul_causal_attention", lambda *a: used.append(1) or fast_path(*a))
@@ -97,17 +97,17 @@ def test_training_attention_switches_the_model_and_restores_it(model, tiny_token
     batch = _batch(tiny_tokenizer)
     model.train()
     reference, n = token_loss_sum(model, batch)
-    with training_attention(model) as on:
+    with matmul_attention(model) as on:
         assert on and model.config._attn_implementation == NAME
         fast, _ = token_loss_sum(model, batch)
     assert model.config._attn_implementation == "sdpa"
     assert len(used) == model.config.num_hidden_layers  # every layer took the fast path (right padding: no mask)
     assert torch.allclose(fast, reference, atol=1e-5 * n)
-    with training_attention(model, enabled=False) as on:
+    with matmul_attention(model, enabled=False) as on:
         assert not on and model.config._attn_implementation == "sdpa"
 
 
 def test_a_model_on_eager_attention_is_left_alone(tiny_model_dir):
     eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
-    with training_attention(eager) as on:
+    with matmul_attention(eager) as on:
         assert not on and eager.config._attn_implementation == "eager"

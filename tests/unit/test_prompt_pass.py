@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tunesmith.compat.attention import NAME, matmul_attention
 from tunesmith.data.example import Example
 from tunesmith.evaluate.generate import generate_all
 from tunesmith.evaluate.label_scoring import label_logprobs
@@ -78,10 +79,11 @@ def test_inference_casts_linear_weights_once_and_restores_them(tiny):
     model, _ = tiny
     ids = torch.tensor([[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]])
     before = {name: p for name, p in model.named_parameters()}
-    with torch.no_grad(), autocast(True):
+    with torch.no_grad(), autocast(True), matmul_attention(model):  # inference() attends the same way
         expected = model(input_ids=ids).logits
     model.train()
     with inference(model, bf16=True):
+        assert model.config._attn_implementation == NAME
         linears = [m for m in model.modules() if type(m) is nn.Linear]
         assert all(m.weight.dtype == torch.bfloat16 for m in linears) and not model.training
         assert model.get_input_embeddings().weight.dtype == torch.float32  # tied to lm_head, not cast
@@ -89,5 +91,6 @@ def test_inference_casts_linear_weights_once_and_restores_them(tiny):
     assert model.training
     assert all(p is before[name] and p.dtype == torch.float32 for name, p in model.named_parameters())
     assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
+    assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
     model.eval()

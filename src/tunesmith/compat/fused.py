@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.compat.patches import Checked, Patches, one_line, reference_pass
-from tunesmith.train.precision import autocast
 
 # What the fused ops were built and checked against; another version is still checked numerically before use.
 CHECKED_ON = (
@@ -73,7 +72,8 @@ def _compiled(fn: Callable) -> Callable:
 def _loss_and_grads(model: nn.Module, ids: torch.Tensor, bf16: bool) -> tuple[float, torch.Tensor]:
     """A smooth scalar of the model's first output (the mean log-sum-exp of its logits) and its gradient for the
     trainable parameters, as one vector (returned, not accumulated into `.grad`)."""
-    with autocast(bf16):
+    # torch's autocast, not train.precision's: compat sits below train (docs/architecture.md)
+    with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = model(input_ids=ids)[0].float().logsumexp(-1).mean()
     trainable = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, trainable, allow_unused=True) if trainable else ()

@@ -16,7 +16,7 @@ from rich.markup import escape
 from torch import nn
 
 from tunesmith.compat.attention import CHECKED_ON as ATTENTION_CHECKED_ON
-from tunesmith.compat.attention import AttentionSwitch, training_attention
+from tunesmith.compat.attention import AttentionSwitch, matmul_attention
 from tunesmith.compat.fused import CHECKED_ON as FUSED_CHECKED_ON
 from tunesmith.compat.fused import FusedOps, fused_training_ops
 from tunesmith.compat.patches import unchecked_versions
@@ -88,10 +88,10 @@ def _train(setup: LoopSetup, cfg: Config, run_path: Path, checkpoint: Path | Non
     (attention, fused ops) never fail the run: their problems are warnings."""
     problems: list[str] = []
     try:
-        matmul_attention, fuse = cfg.train.attention == "auto", cfg.train.fused_ops == "auto"
+        use_matmul, fuse = cfg.train.attention == "auto", cfg.train.fused_ops == "auto"
         with (
             threads(cfg.train.threads),
-            training_attention(setup.model, matmul_attention, problems) as attention,
+            matmul_attention(setup.model, use_matmul, problems) as attention,
             fused_training_ops(setup.model, fuse, setup.bf16) as fused,
         ):
             _report_fused(fused)

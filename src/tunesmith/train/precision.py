@@ -74,12 +74,20 @@ def _bf16_linear_weights(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def inference(model: nn.Module, bf16: bool) -> Iterator[None]:
-    """Forward passes only: eval mode, `torch.inference_mode`, and under bf16 autocast (when `bf16`) linears on
-    bf16 weights cast once. The training mode and the fp32 weights are back when the block ends."""
+    """Forward passes only: eval mode, `torch.inference_mode`, unmasked causal attention as batched matmuls
+    (`compat.attention`), and under bf16 autocast (when `bf16`) linears on bf16 weights cast once. The training
+    mode, the attention function and the fp32 weights are back when the block ends."""
+    from tunesmith.compat.attention import matmul_attention  # imports transformers: not for `validate`
+
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast(bf16), _bf16_linear_weights(model) if bf16 else contextlib.nullcontext():
+        with (
+            torch.inference_mode(),
+            autocast(bf16),
+            matmul_attention(model),
+            _bf16_linear_weights(model) if bf16 else contextlib.nullcontext(),
+        ):
             yield
     finally:
         model.train(was_training)
