@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.compat.attention import NAME, matmul_attention
 from tunesmith.data.example import Example
-from tunesmith.evaluate.generate import generate_all
+from tunesmith.evaluate.generate import Decoding, generate_all
 from tunesmith.evaluate.label_scoring import label_logprobs
 from tunesmith.evaluate.prompt_pass import score_and_generate
 from tunesmith.evaluate.scoring import loss_from_scores, loss_scores
@@ -43,10 +43,10 @@ def rows() -> list[Example]:
 def test_scores_and_answers_equal_the_separate_passes(tiny):
     model, tok = tiny
     prompts = [list(e.prompt_messages) for e in rows()]
-    done = score_and_generate(model, tok, prompts, LABELS, generate_rows=4, max_new_tokens=6, batch_size=3)
+    done = score_and_generate(model, tok, prompts, LABELS, generate_rows=4, decoding=Decoding(6), batch_size=3)
     alone = torch.cat([label_logprobs(model, tok, [p], LABELS, batch_size=1) for p in prompts])
     torch.testing.assert_close(done.scores, alone, atol=1e-4, rtol=1e-5)
-    assert done.answers == generate_all(model, tok, prompts[:4], max_new_tokens=6, batch_size=1)
+    assert done.answers == generate_all(model, tok, prompts[:4], Decoding(6), batch_size=1)
     assert done.continued == 4  # every answer came from the label-scoring cache
     assert len(done.answers) == 4 and done.label_time.wall > 0 and done.generate_time.wall > 0
 
@@ -65,7 +65,9 @@ class Cfg:  # the fields `loss_scores` reads
 def test_loss_read_off_the_label_scores_equals_the_loss_pass(tiny):
     model, tok = tiny
     examples = rows()
-    done = score_and_generate(model, tok, [list(e.prompt_messages) for e in examples], LABELS, 0, 4, batch_size=4)
+    done = score_and_generate(
+        model, tok, [list(e.prompt_messages) for e in examples], LABELS, 0, Decoding(4), batch_size=4
+    )
     derived = loss_from_scores(examples, LABELS, done, max_length=512)
     assert derived is not None
     passed = loss_scores(model, tok, examples, Cfg, tok.pad_token_id)  # type: ignore[arg-type]

@@ -47,7 +47,7 @@ def clean_paraphrase(output: str, source: str) -> str | None:
 
 def build(cfg: AugmentConfig) -> Augment:
     """Load the model once; the returned function paraphrases a list of texts in batches."""
-    from tunesmith.evaluate.generate import generate_all
+    from tunesmith.evaluate.generate import Decoding, generate_all
     from tunesmith.methods.loading import load_any
     from tunesmith.train.precision import use_bf16
 
@@ -60,7 +60,9 @@ def build(cfg: AugmentConfig) -> Augment:
         conversations = [[{"role": "user", "content": template.format(text=text)}] for text in texts]
         longest = max(len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
         max_new = cfg.max_new_tokens or min(256, 2 * longest + 16)
-        replies = generate_all(loaded.model, loaded.tokenizer, conversations, max_new, cfg.batch_size, use_bf16("auto"))
+        replies = generate_all(
+            loaded.model, loaded.tokenizer, conversations, Decoding(max_new), cfg.batch_size, use_bf16("auto")
+        )
         return [clean_paraphrase(reply, text) for reply, text in zip(replies, texts, strict=True)]
 
     return apply

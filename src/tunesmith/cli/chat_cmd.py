@@ -13,13 +13,21 @@ def chat(
     system: Annotated[str | None, typer.Option(help="System message")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.01, max=1.0, help="Nucleus sampling (with --temperature > 0)")] = 1.0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable); not shown")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of sampled replies")] = 0,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
+    from tunesmith.errors import UserError
+    from tunesmith.evaluate.generate import Decoding
     from tunesmith.methods.loading import load_any, merged_for_inference
     from tunesmith.serve.chat import repl, stream_reply
     from tunesmith.tasks import task_of_run
     from tunesmith.train.run_dir import find_run
 
+    if stop and "" in stop:
+        raise UserError("--stop: a stop string cannot be empty")
+    decoding = Decoding(max_new_tokens, temperature, top_p, tuple(stop or ()), seed)
     run = find_run(model)
     if run is not None:
         task_of_run(run, "chat")
@@ -27,6 +35,6 @@ def chat(
     with merged_for_inference(loaded.model):  # a tuned adapter answers at its base's speed
         if prompt is not None:
             messages = [{"role": "system", "content": system}] if system else []
-            stream_reply(loaded, [*messages, {"role": "user", "content": prompt}], max_new_tokens, temperature)
+            stream_reply(loaded, [*messages, {"role": "user", "content": prompt}], decoding)
             return
-        repl(loaded, system, max_new_tokens, temperature)
+        repl(loaded, system, decoding)

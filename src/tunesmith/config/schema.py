@@ -267,6 +267,11 @@ class EvalConfig(Section):
     batch_size: int = Field(16, ge=1)
     exact_match: OnOffAuto = Field("auto", description="Generate and score exact match; auto: when targets are short.")
     max_new_tokens: int = Field(64, ge=1)
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description='Stop strings: a generated answer ends just before the first of them (e.g. ["\\n"] for '
+        "one-line answers). Decoding of that row stops there.",
+    )
     max_examples: int = Field(200, ge=1, description="Rows used for generation-based metrics.")
     metrics: MetricNames = Field(
         None,

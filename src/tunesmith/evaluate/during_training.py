@@ -30,7 +30,7 @@ def generation_plan(
     max_new = cfg.eval.max_new_tokens
     if labels is not None:
         max_new = min(max_new, max(target_tokens(tokenizer, labels)) + 4)
-    return EvalPlan(list(cfg.train.eval_metrics or []), labels, "generation", True, max_new)
+    return EvalPlan(list(cfg.train.eval_metrics or []), labels, "generation", True, max_new, tuple(cfg.eval.stop))
 
 
 def sft_evaluator(

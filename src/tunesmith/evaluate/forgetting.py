@@ -22,7 +22,7 @@ from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
 from tunesmith.data.tokenize import Encoded, encode_examples, pad_id
 from tunesmith.errors import UserError
-from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.evaluate.generate import Decoding, exact_match, generate_all
 from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
 from tunesmith.evaluate.model_pair import ModelPair
 from tunesmith.evaluate.reference import generated_reference, user_reference
@@ -80,7 +80,9 @@ def earlier_task_accuracy(pair: ModelPair, path: str, max_rows: int, batch_size:
             if method == "label likelihood":
                 scores[name], _ = accuracy_by_likelihood(model, pair.tokenizer, rows, labels, batch_size)
             else:
-                answers = generate_all(model, pair.tokenizer, [list(e.prompt_messages) for e in rows], 32, batch_size)
+                answers = generate_all(
+                    model, pair.tokenizer, [list(e.prompt_messages) for e in rows], Decoding(32), batch_size
+                )
                 scores[name] = exact_match(answers, [e.target or "" for e in rows])
     return {"file": path, "rows": len(rows), "method": method, "accuracy": _change(scores["base"], scores["tuned"])}
 

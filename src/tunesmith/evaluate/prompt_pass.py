@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.tokenize import pad_id, render
-from tunesmith.evaluate.generate import generate_all, greedy
+from tunesmith.evaluate.generate import Decoding, decode, generate_all
 from tunesmith.evaluate.label_scoring import Candidates, Prefilled, encode_all, prefill, score_candidates
 from tunesmith.train.numerics import IGNORE_INDEX
 from tunesmith.train.precision import inference
@@ -78,14 +78,14 @@ def _continue_answers(
     batch: list[Candidates],
     rows: list[int],
     k: int,
-    max_new_tokens: int,
+    decoding: Decoding,
 ) -> list[str]:
     """Greedy answers of `rows` of a scored batch, decoded from its prefix cache."""
     chosen = prefilled.select(rows, copies=k)  # the cache holds each prefix K times after scoring
     last = torch.tensor([[batch[j].suffixes[0][0]] for j in rows])
     ids = torch.cat([chosen.ids, last], dim=1)
     mask = torch.cat([chosen.mask, torch.ones_like(last)], dim=1)
-    return greedy(model, tokenizer, ids, mask, max_new_tokens, chosen.cache)
+    return decode(model, tokenizer, ids, mask, decoding, chosen.cache)
 
 
 def score_and_generate(
@@ -94,7 +94,7 @@ def score_and_generate(
     prompts: Sequence[Messages],
     labels: Sequence[str],
     generate_rows: int,
-    max_new_tokens: int,
+    decoding: Decoding,
     batch_size: int = 16,
     bf16: bool = False,
 ) -> PassResult:
@@ -117,7 +117,7 @@ def score_and_generate(
             started = result.label_time.add(started)
             rows = [j for j, i in enumerate(idx) if i < generate_rows and continuable[i]]
             if rows:
-                answers = _continue_answers(model, tokenizer, prefilled, batch, rows, k, max_new_tokens)
+                answers = _continue_answers(model, tokenizer, prefilled, batch, rows, k, decoding)
                 for j, text in zip(rows, answers, strict=True):
                     result.answers[idx[j]] = text
                 result.continued += len(rows)
@@ -125,7 +125,7 @@ def score_and_generate(
         rest = [i for i in range(generate_rows) if not continuable[i]]
         if rest:
             started = now()
-            answers = generate_all(model, tokenizer, [prompts[i] for i in rest], max_new_tokens, batch_size, bf16)
+            answers = generate_all(model, tokenizer, [prompts[i] for i in rest], decoding, batch_size, bf16)
             for i, text in zip(rest, answers, strict=True):
                 result.answers[i] = text
             result.generate_time.add(started)

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.example import Example
 from tunesmith.data.load import load_examples
-from tunesmith.evaluate.generate import generate_all
+from tunesmith.evaluate.generate import Decoding, generate_all
 from tunesmith.models.cache import cache_dir
 from tunesmith.train.run_dir import write_json
 
@@ -70,7 +70,7 @@ def generated_reference(
         answers = json.loads(path.read_text())["answers"]
     else:
         conversations = [[{"role": "user", "content": p}] for p in PROBE_PROMPTS]
-        answers = generate_all(base, tokenizer, conversations, new_tokens, batch_size)
+        answers = generate_all(base, tokenizer, conversations, Decoding(new_tokens), batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"model": model_name, "new_tokens": new_tokens, "prompts": PROBE_PROMPTS, "answers": answers})
     examples = [

@@ -23,7 +23,7 @@ from tunesmith.data.prepare import Splits, split_examples
 from tunesmith.data.tokenize import encode_examples, pad_id
 from tunesmith.errors import UserError
 from tunesmith.evaluate import base_cache
-from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.evaluate.generate import eval_decoding, exact_match, generate_all
 from tunesmith.evaluate.scoring import EvalPlan, plan_eval, score_system, target_tokens
 from tunesmith.evaluate.shots import ShotPool, build_prompts, shot_pool
 from tunesmith.methods.loading import LoadedModel, load_run, merged_for_inference
@@ -71,7 +71,8 @@ def score_model(
     if with_exact_match:
         rows = [e for e in examples if e.target is not None][: cfg.eval.max_examples]
         conversations = [list(e.prompt_messages) for e in rows]
-        answers = generate_all(model, tokenizer, conversations, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16)
+        decoding = eval_decoding(cfg.eval.max_new_tokens, cfg.eval.stop)
+        answers = generate_all(model, tokenizer, conversations, decoding, cfg.eval.batch_size, bf16)
         scores["exact_match"] = exact_match(answers, [e.target for e in rows])
         scores["exact_match_n"] = len(rows)
         scores["predictions"] = [

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.config import Config
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import encode_examples
-from tunesmith.evaluate.generate import generate_all
+from tunesmith.evaluate.generate import Decoding, eval_decoding, generate_all
 from tunesmith.evaluate.label_scoring import label_logprobs
 from tunesmith.evaluate.prompt_pass import Clock, PassResult, now, score_and_generate
 from tunesmith.metrics import METRICS, normalize_answer
@@ -44,6 +44,11 @@ class EvalPlan:
     scoring: Scoring  # which scoring the headline numbers use
     generate: bool  # compute generation-based metrics
     max_new_tokens: int
+    stop: tuple[str, ...] = ()  # eval.stop
+
+    @property
+    def decoding(self) -> Decoding:
+        return eval_decoding(self.max_new_tokens, self.stop)
 
 
 def target_tokens(tokenizer: PreTrainedTokenizerBase, targets: Sequence[str]) -> list[int]:
@@ -85,7 +90,7 @@ def plan_eval(
     if labels is not None:  # a label needs a few tokens; the rest would be wasted compute
         max_new = min(max_new, max(target_tokens(tokenizer, labels)) + 4)
     scoring: Scoring = "label_likelihood" if labels is not None else "generation"
-    return EvalPlan(metrics, labels, scoring, generate, max_new)
+    return EvalPlan(metrics, labels, scoring, generate, max_new, tuple(cfg.eval.stop))
 
 
 def as_label(answer: str, labels: Sequence[str]) -> str:
@@ -151,9 +156,7 @@ def by_generation(
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics of greedy answers: text metrics on the answers, label metrics on the labels they name."""
     clock, started = Clock(), now()
-    answers = generate_all(
-        model, tokenizer, prompts, plan.max_new_tokens, cfg.eval.batch_size, use_bf16(cfg.train.precision)
-    )
+    answers = generate_all(model, tokenizer, prompts, plan.decoding, cfg.eval.batch_size, use_bf16(cfg.train.precision))
     clock.add(started)
     return {"metrics": generation_metrics(plan, rows, answers), **_timed(len(rows), clock)}, answers
 
@@ -172,14 +175,14 @@ def _label_pass(
     bf16, batch_size = use_bf16(cfg.train.precision), cfg.eval.batch_size
     if not is_prompt_learning(model):
         return score_and_generate(
-            model, tokenizer, prompts, plan.labels, generate_rows, plan.max_new_tokens, batch_size, bf16
+            model, tokenizer, prompts, plan.labels, generate_rows, plan.decoding, batch_size, bf16
         )
     started = now()
     scores = label_logprobs(model, tokenizer, prompts, plan.labels, batch_size, bf16=bf16)
     done = PassResult(scores, torch.zeros_like(scores), torch.zeros_like(scores), [])
     started = done.label_time.add(started)
     if generate_rows:
-        done.answers = generate_all(model, tokenizer, prompts[:generate_rows], plan.max_new_tokens, batch_size, bf16)
+        done.answers = generate_all(model, tokenizer, prompts[:generate_rows], plan.decoding, batch_size, bf16)
         done.generate_time.add(started)
     return done
 
@@ -248,7 +251,7 @@ def score_system(
     elif n:
         clock, started = Clock(), now()
         answers = generate_all(
-            model, tokenizer, prompts[:n], plan.max_new_tokens, cfg.eval.batch_size, use_bf16(cfg.train.precision)
+            model, tokenizer, prompts[:n], plan.decoding, cfg.eval.batch_size, use_bf16(cfg.train.precision)
         )
         clock.add(started)
     if pad is not None:

@@ -20,7 +20,7 @@ from tunesmith.data.prepare import prepare_data
 from tunesmith.data.tokenize import pad_id, with_chat_template
 from tunesmith.errors import UserError
 from tunesmith.evaluate.during_training import sft_evaluator
-from tunesmith.evaluate.generate import exact_match, generate_all
+from tunesmith.evaluate.generate import eval_decoding, exact_match, generate_all
 from tunesmith.evaluate.pseudo_label import read_unlabeled
 from tunesmith.methods import base_dtype
 from tunesmith.methods.loading import load_run, merged_for_inference
@@ -79,7 +79,8 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     rows = read_unlabeled(data_path, fmt, cfg.data.system_prompt)
     with merged_for_inference(loaded.model) as model:
         prompts, bf16 = [row.prompt for row in rows], use_bf16(cfg.train.precision)
-        answers = generate_all(model, loaded.tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16)
+        decoding = eval_decoding(cfg.eval.max_new_tokens, cfg.eval.stop)
+        answers = generate_all(model, loaded.tokenizer, prompts, decoding, cfg.eval.batch_size, bf16)
     out, scored = [], []
     for row, answer in zip(rows, answers, strict=True):
         out.append({"line": row.line, "answer": answer})
