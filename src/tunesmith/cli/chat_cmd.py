@@ -14,7 +14,9 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = 0.0,
     top_p: Annotated[float, typer.Option(min=0.01, max=1.0, help="Nucleus sampling (with --temperature > 0)")] = 1.0,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable); not shown")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option(help=r"Stop string (repeatable; \n and \t read as newline and tab); not shown")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of sampled replies")] = 0,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
@@ -27,7 +29,8 @@ def chat(
 
     if stop and "" in stop:
         raise UserError("--stop: a stop string cannot be empty")
-    decoding = Decoding(max_new_tokens, temperature, top_p, tuple(stop or ()), seed)
+    stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ())
+    decoding = Decoding(max_new_tokens, temperature, top_p, stops, seed)
     run = find_run(model)
     if run is not None:
         task_of_run(run, "chat")
