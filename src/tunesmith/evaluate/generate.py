@@ -48,18 +48,15 @@ class Decoding:
             kwargs.update(stop_strings=list(self.stop), tokenizer=tokenizer)
         return kwargs
 
-    def seeded(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def seeded(self) -> Iterator[None]:
         """Sampling draws from torch's global generator: seed a private copy of it, leave the caller's alone."""
         if self.temperature == 0:
-            return contextlib.nullcontext()
-        return _seeded(self.seed)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            yield
 
 
 def eval_decoding(max_new_tokens: int, stop: Sequence[str]) -> Decoding:
