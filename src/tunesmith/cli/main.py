@@ -22,6 +22,7 @@ from tunesmith.cli import (
     predict_cmd,
     report_cmd,
     train_cmd,
+    tune_cmd,
 )
 from tunesmith.cli.output import err
 from tunesmith.errors import TrainingInterrupted, UserError
@@ -41,6 +42,7 @@ app.add_typer(models_cmd.app, name="models")
 data_cmd.app.command("augment")(data_semi_cmd.augment)
 data_cmd.app.command("pseudo-label")(data_semi_cmd.pseudo_label)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(tune_cmd.app, name="tune")
 
 COMMANDS = {
     "train": train_cmd.train,

@@ -6,7 +6,7 @@ Errors are one line and name the file and the key; unknown keys suggest the near
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -47,12 +47,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = raw
     except RecursionError:
         raise UserError(f"--set {key.strip()}: the value is nested too deeply") from None
-    parts = key.strip().split(".")
+    set_value(data, key.strip(), value, f"--set {key}")
+
+
+def set_value(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Set the dotted `key` (e.g. train.lr) in a raw config mapping, creating sections on the way."""
+    parts = key.split(".")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"--set {key}: '{part}' is a value, not a section")
+            raise UserError(f"{source}: '{part}' is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -61,18 +66,32 @@ def _model_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | N
     """The pydantic model that owns the field at `loc` (for suggesting valid keys)."""
     model: type[BaseModel] | None = Config
     node: Any = data
-    for part in loc[:-1]:
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
         if model is None or not isinstance(part, str):
             return None
         if part == "method" and model is Config:  # the config class the method's name registered
             method = node.get("method", {}) if isinstance(node, dict) else {}
             model, node = method_configs().get(method.get("name", DEFAULT_METHOD)), method
             continue
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model, keyed = _section_of(getattr(model.model_fields.get(part), "annotation", None))
         node = node.get(part, {}) if isinstance(node, dict) else {}
+        if keyed and parts:  # a mapping of free keys to sections (tune.space): skip the key
+            key = parts.pop(0)
+            node = node.get(key, {}) if isinstance(node, dict) else {}
     return model
+
+
+def _section_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The section class a field holds (itself, or inside Optional), and whether it is held as dict[str, it]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    for arg in get_args(annotation):
+        inner, keyed = _section_of(arg) if arg is not str else (None, False)
+        if inner is not None:
+            return inner, keyed or get_origin(annotation) is dict
+    return None, False
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:

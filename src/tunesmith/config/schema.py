@@ -11,9 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidatorFunctionWrapHandler,
@@ -23,11 +21,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tunesmith.config.components import DEFAULT_METHOD, method_configs, task_names
-
-
-class Section(BaseModel):
-    # No float setting means anything as inf or nan (`train.epochs=.inf` used to validate, then overflow later).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+from tunesmith.config.section import Section
+from tunesmith.config.tune import TuneConfig
 
 
 def _on_off(value: object) -> object:
@@ -409,6 +404,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _packing_is_for_sft(self) -> Config:

@@ -59,6 +59,7 @@ class RunSummary:
     fused_ops: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)  # library versions and the project's commit
     labels: list[str] | None = None  # classify, ner: the label set in id order
+    stop_reason: str | None = None  # why training stopped before planned_steps: early_stopping, pruned
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -133,6 +134,7 @@ def summarise(
         fused_ops=_fused_report(fused),
         environment=run_environment(),
         labels=labels,
+        stop_reason=result.stop_reason,
     )
     if "val_perplexity" in summary.val_metrics:  # exp(cross-entropy) of a classifier is no perplexity
         summary.base_val_perplexity = math.exp(min(state.base_val_loss or 0.0, 50))

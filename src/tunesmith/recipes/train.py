@@ -36,6 +36,7 @@ from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_
 from tunesmith.train import run_dir as runs
 from tunesmith.train.checkpoint import checkpoint_step
 from tunesmith.train.loop import (
+    EvalHook,
     InterruptAtOnce,
     LoopResult,
     LoopSetup,
@@ -53,10 +54,15 @@ from tunesmith.train.run_folder import RunFolder
 
 
 def run_train(
-    cfg: Config, config_path: str | None = None, resume: bool = False, hooks: list[StepHook] | None = None
+    cfg: Config,
+    config_path: str | None = None,
+    resume: bool = False,
+    hooks: list[StepHook] | None = None,
+    on_evaluate: list[EvalHook] | None = None,
 ) -> TrainedRun:
-    """Train per `cfg.task`; returns the run folder and its summary (also in summary.json)."""
-    return run_task(TASKS[cfg.task.name].steps, cfg, config_path, resume, hooks)
+    """Train per `cfg.task`; returns the run folder and its summary (also in summary.json). `on_evaluate` hooks
+    see every validation pass and may stop training there (hyperparameter search prunes this way)."""
+    return run_task(TASKS[cfg.task.name].steps, cfg, config_path, resume, hooks, on_evaluate)
 
 
 def load_for_training(cfg: Config, steps: TaskSteps, data: TaskData, tokenizer: Any) -> nn.Module:
@@ -153,6 +159,7 @@ def _loop_setup(
     hooks: list[StepHook],
     objective: Objective,
     packing: bool,
+    on_evaluate: list[EvalHook],
 ) -> LoopSetup:
     """Everything the loop needs: data, the task's objective and validation pass, the method's hooks."""
     bf16 = use_bf16(cfg.train.precision)
@@ -183,6 +190,7 @@ def _loop_setup(
         ),
         evaluate=steps.evaluator(cfg, data, tokenizer),
         packing=packing,
+        on_evaluate=on_evaluate,
     )
 
 
@@ -228,6 +236,7 @@ def run_task(
     config_path: str | None = None,
     resume: bool = False,
     hooks: list[StepHook] | None = None,
+    on_evaluate: list[EvalHook] | None = None,
 ) -> TrainedRun:
     """Train a task model per `cfg` with the task's `steps`; returns the run folder and its summary."""
     started, run_path = time.perf_counter(), None
@@ -244,7 +253,9 @@ def run_task(
             packing = objective.pack is not None and resolve_packing(cfg.train.packing, model, bf16)
             run_path = run_path or runs.new_run_dir(cfg, config_path)
             _start_run(run_path, data, data_check)
-            setup = _loop_setup(cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing)
+            setup = _loop_setup(
+                cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing, on_evaluate or []
+            )
             alpha = cfg.regularization.neftune_alpha
             neftune = add_neftune(model, alpha) if alpha else None
             result, fused = _train(setup, cfg, run_path, checkpoint)

@@ -39,6 +39,9 @@ from tunesmith.train.progress import StepProgress, step_progress
 from tunesmith.train.run_folder import RunFolder
 
 StepHook = Callable[[ckpt.TrainState], None]
+# Called after each validation pass with (state, val loss, val metrics); a returned reason (e.g. "pruned") stops
+# training there as early stopping does: the best weights are kept and exported.
+EvalHook = Callable[[ckpt.TrainState, float, dict[str, float]], str | None]
 
 
 @dataclass
@@ -66,6 +69,7 @@ class LoopSetup:
     evaluate: Callable[[nn.Module], tuple[float, dict[str, float]]] | None = None
     # Train on packed micro-batches (`objective.pack`); validation keeps padded batches. See `train.packing`.
     packing: bool = False
+    on_evaluate: list[EvalHook] = field(default_factory=list)  # after each validation pass but the base one
 
     @functools.cached_property
     def lengths(self) -> list[int]:
@@ -81,6 +85,7 @@ class LoopResult:
     train_seconds: float  # the whole loop, evaluations and checkpoints included
     eval_seconds: float  # of which: validation passes
     steps_run: int = 0  # optimizer steps taken by this process (fewer than state.step after a resume)
+    stop_reason: str | None = None  # early_stopping, or the reason an `on_evaluate` hook gave
 
 
 class _StopSignal:
@@ -288,6 +293,7 @@ class _Trainer:
         self.optimizer = _optimizer(setup)
         self.names = optimized_names(setup.model, self.optimizer)
         self.eval_seconds = 0.0
+        self.stop_reason: str | None = None
         self.forward_budget = self.cfg.max_forward_tokens  # halved on out-of-memory (step_with_backoff)
         self.scheduler = get_scheduler(
             self.cfg.schedule if self.cfg.schedule != "constant" else "constant_with_warmup",
@@ -337,6 +343,9 @@ class _Trainer:
         extra = {f"val_{name}": value for name, value in metrics.items() if math.isfinite(value)}
         self.log.write(step=state.step, val_loss=val, **extra, **verdict.log)
         self.eval_seconds += time.perf_counter() - started
+        if state.step > 0:
+            for hook in s.on_evaluate:
+                self.stop_reason = self.stop_reason or hook(state, val, metrics)
         return val
 
     def save(self) -> Path:
@@ -352,7 +361,9 @@ class _Trainer:
 
     def should_stop_early(self) -> bool:
         patience = self.cfg.early_stopping_patience
-        return patience is not None and self.state.evals_since_best >= patience
+        if self.stop_reason is None and patience is not None and self.state.evals_since_best >= patience:
+            self.stop_reason = "early_stopping"
+        return self.stop_reason is not None
 
     def run(self) -> LoopResult:
         s, state = self.setup, self.state
@@ -372,7 +383,9 @@ class _Trainer:
                 else:
                     state.epoch, state.micro_batch = state.epoch + 1, 0
         elapsed = time.perf_counter() - start
-        return LoopResult(state, self.total, stopped_early, elapsed, self.eval_seconds, state.step - first_step)
+        return LoopResult(
+            state, self.total, stopped_early, elapsed, self.eval_seconds, state.step - first_step, self.stop_reason
+        )
 
     def _one_step(self, window: list[list[int]], stop: _StopSignal, bar: StepProgress) -> bool:
         state, t0 = self.state, time.perf_counter()

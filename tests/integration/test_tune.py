@@ -1,0 +1,180 @@
+"""`tunesmith tune` end to end on a tiny model: a study with pruning, kill -9 then the same command again, two
+workers on one SQLite study, a real PostgreSQL study, the test-file guard, best.yaml, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tunesmith.config import load_config
+from tunesmith.recipes.train import run_train
+
+pytestmark = pytest.mark.integration
+
+TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
+ENV = {**os.environ, "TUNESMITH_ALLOCATOR": "system"}
+
+
+def write_study(folder: Path, model: Path, data: Path, train: dict | None = None, **tune) -> Path:
+    config = {
+        "model": {"name": str(model)},
+        "data": {"train": str(data), "max_length": 64},
+        "run": {"output_dir": str(folder / "runs")},
+        "train": {
+            "max_steps": 8,
+            "batch_size": 4,
+            "eval_every": 2,
+            "save_every": 2,
+            "precision": "fp32",
+            **(train or {}),
+        },
+        "eval": {"batch_size": 8},
+        "tune": {"trials": 4, "startup_trials": 1, "heartbeat_seconds": 1, **tune},
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def tune(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([TUNESMITH, "tune", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def trials_of(folder: Path, name: str = "study") -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{folder / 'runs' / name / 'study.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+LR_SPACE = {"train.lr": {"type": "categorical", "choices": [3e-2, 1e-7]}}
+
+
+def test_study_prunes_a_bad_trial_and_every_trial_is_a_run(tiny_model_dir, qa_data, tmp_path):
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="median", space=LR_SPACE, trials=6)
+    result = tune(str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = trials_of(tmp_path)
+    states = [t.state for t in trials]
+    assert len(trials) == 6 and TrialState.RUNNING not in states and TrialState.FAIL not in states
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["train.lr"] == 1e-7 for t in pruned), [(t.state, t.params) for t in trials]
+    assert "pruned at step" in result.stderr and "(6/6)" in result.stderr
+    for trial in trials:  # an ordinary run folder: summary, export, metrics
+        run = Path(trial.user_attrs["run"])
+        summary = json.loads((run / "summary.json").read_text())
+        assert (run / "adapter" / "adapter_model.safetensors").is_file()
+        if trial.state == TrialState.PRUNED:
+            assert summary["stop_reason"] == "pruned" and summary["steps"] < 8
+    assert (tmp_path / "runs" / "study" / "tune.html").is_file()
+    best = tune("best", str(tmp_path / "runs" / "study"), cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    cfg = load_config(tmp_path / "runs" / "study" / "best.yaml", ["run.name=best", "train.max_steps=2"])
+    assert cfg.train.lr == 3e-2 and cfg.tune.space is None  # a normal config: the trial's values, no search
+    assert run_train(cfg).summary.steps == 2
+
+
+def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, limit: float = 120) -> None:
+    started = time.time()
+    while time.time() - started < limit:
+        if list(folder.glob("checkpoints/step-*/state.json")):
+            return
+        assert process.poll() is None, "the tuner ended before the trial wrote a checkpoint"
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint in {folder} after {limit} s")
+
+
+def test_kill9_then_the_same_command_continues_the_study_and_the_trial(tiny_model_dir, qa_data, tmp_path):
+    train = {"max_steps": 60, "eval_every": 5, "save_every": 5}
+    space = {"train.lr": {"type": "log_uniform", "low": 1e-3, "high": 3e-2}}
+    path = write_study(tmp_path, tiny_model_dir, qa_data, train, pruner="none", space=space, trials=3)
+    log = (tmp_path / "first.log").open("w")
+    process = subprocess.Popen([TUNESMITH, "tune", str(path)], cwd=tmp_path, env=ENV, stdout=log, stderr=log)
+    study_dir = tmp_path / "runs" / "study"
+    _wait_for_checkpoint(study_dir / "trial-0001", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first_summary = (study_dir / "trial-0000" / "summary.json").read_bytes()
+    assert [t.state for t in trials_of(tmp_path)] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    again = tune(str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "trial 1 was cut short" in again.stderr
+    trials = trials_of(tmp_path)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.params == trials[1].params and retry.user_attrs["run"].endswith("trial-0001")
+    resumes = json.loads((study_dir / "trial-0001" / "resumes.json").read_text())["resumes"]
+    assert resumes[0]["from_step"] >= 5  # continued from its checkpoint, not from step 0
+    assert (study_dir / "trial-0000" / "summary.json").read_bytes() == first_summary  # not repeated
+    assert sorted(p.name for p in study_dir.glob("trial-*")) == ["trial-0000", "trial-0001", "trial-0003"]
+
+
+def test_two_workers_share_one_sqlite_study(tiny_model_dir, qa_data, tmp_path):
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=4, jobs=2)
+    result = tune(str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    trials = trials_of(tmp_path)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    pids = {t.system_attrs["tunesmith:worker"]["pid"] for t in trials}
+    assert len(pids) == 2  # both workers ran trials
+    folders = [t.user_attrs["run"] for t in trials]
+    assert len(set(folders)) == len(folders)
+
+
+def test_a_study_in_a_real_postgresql_database(tiny_model_dir, qa_data, tmp_path, postgres_url):
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=2)
+    result = tune(str(path), "--storage", postgres_url, "--study", "pg", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://")
+    trials = optuna.load_study(study_name="pg", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    shown = tune("show", str(tmp_path / "runs" / "pg"), "--storage", postgres_url, cwd=tmp_path)
+    assert shown.returncode == 0 and "complete" in shown.stdout, shown.stderr
+
+
+def _one_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ({"train.lrr": {"type": "log_uniform", "low": 1e-4, "high": 1e-2}}, "Did you mean"),
+        ({"train.lr": {"type": "log_uniform", "low": 1e-2, "high": 1e-4}}, "is above high"),
+        ({"train.lr": {"type": "categorical", "choices": ["fast", "slow"]}}, "tune.space.train.lr = 'fast'"),
+    ],
+)
+def test_bad_space_is_one_line_before_any_trial(tiny_model_dir, qa_data, tmp_path, space, expected):
+    path = write_study(tmp_path, tiny_model_dir, qa_data, space=space)
+    assert expected in _one_error(tune(str(path), cwd=tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_test_file_that_is_or_overlaps_validation_is_refused(tiny_model_dir, qa_data, tmp_path):
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(json.dumps({"prompt": f"Name {i}.", "completion": f"It is {i}."}) + "\n" for i in range(6)))
+    copy = tmp_path / "test.jsonl"
+    copy.write_text(
+        val.read_text().splitlines()[2] + "\n" + json.dumps({"prompt": "New?", "completion": "Yes."}) + "\n"
+    )
+    for test, expected in ((val, "is the val file"), (copy, "copy rows of the val file")):
+        path = write_study(tmp_path, tiny_model_dir, qa_data, test=str(test))
+        config = yaml.safe_load(path.read_text())
+        config["data"]["val"] = str(val)
+        path.write_text(yaml.safe_dump(config))
+        assert expected in _one_error(tune(str(path), cwd=tmp_path))
+    assert not (tmp_path / "runs").exists()
