@@ -9,12 +9,13 @@ words: train on a seeded subset of SST-2 train, select on a validation slice of 
 its rows at every validation pass), and score each study's best trial once on the 872-row dev set (label
 likelihood). Studies, all in this process, one after another:
 1. a full grid over lr x r (pruner none): its best dev accuracy and its optimizer steps (every trial's steps);
-2. TPE + successive halving over the same space (lr log-uniform over the grid's range, r its choices), one study
-   per seed, each stopped when its optimizer steps reach `--tpe-budget` of the grid's;
+2. TPE + a pruner (--pruner, --warmup-evals) over the same space (lr log-uniform over the grid's range, r its
+   choices), one study per seed, each stopped when its optimizer steps reach `--tpe-budget` of the grid's;
 3. the shipped default config (configs/sst2-lora.yaml's method and lr) trained once, for comparison;
 4. a two-objective study (accuracy up, peak RSS down; batch size and r searched) and its Pareto front.
 Peak RSS per trial (reset at each trial start) shows whether memory leaks from trial to trial.
-Results: runs/hpo-bench/hpo-results.json and a printed summary.
+Results: runs/hpo-bench/hpo-results-<pruner>-w<warmup>.json and a printed summary. A rerun reuses the finished
+grid, default and Pareto studies (same config: no new trials) and runs only TPE studies of new settings.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def tpe_studies(args: argparse.Namespace, base: dict, out: Path, grid_steps: int
     }
     results = []
     for seed in args.seeds:
-        name = f"tpe-seed{seed}"
+        name = f"tpe-{args.pruner}-w{args.warmup_evals}-seed{seed}"
         found = study(
             base,
             out,
@@ -138,12 +139,12 @@ def tpe_studies(args: argparse.Namespace, base: dict, out: Path, grid_steps: int
             {
                 "space": space,
                 "sampler": "tpe",
-                "pruner": "successive_halving",
+                "pruner": args.pruner,
                 "seed": seed,
                 "trials": args.max_tpe_trials,
                 "step_budget": int(args.tpe_budget * grid_steps),
                 "startup_trials": args.startup_trials,
-                "warmup_evals": 1,
+                "warmup_evals": args.warmup_evals,
             },
         )
         found["dev_accuracy"] = dev_accuracy(found["best_run"], dev) if found["best_run"] else None
@@ -168,6 +169,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tpe-budget", type=float, default=0.25, help="share of the grid's optimizer steps")
     parser.add_argument("--startup-trials", type=int, default=2)
+    parser.add_argument("--pruner", default="successive_halving", help="the TPE studies' pruner")
+    parser.add_argument("--warmup-evals", type=int, default=1, help="validation passes never pruned")
     parser.add_argument("--max-tpe-trials", type=int, default=30)
     parser.add_argument("--pareto-trials", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
@@ -253,7 +256,9 @@ def main() -> None:
         "median_tpe_dev_accuracy": statistics.median(tpe_dev) if tpe_dev else None,
         "median_tpe_steps_share": statistics.median(tpe_share) if tpe_share else None,
     }
-    (out / "hpo-results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / f"hpo-results-{args.pruner}-w{args.warmup_evals}.json").write_text(
+        json.dumps(results, indent=2, default=str)
+    )
     print(
         json.dumps(
             {k: results[k] for k in ("median_tpe_dev_accuracy", "median_tpe_steps_share", "peak_rss_mb")}, default=str

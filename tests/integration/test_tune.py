@@ -82,6 +82,33 @@ def test_study_prunes_a_bad_trial_and_every_trial_is_a_run(tiny_model_dir, qa_da
     assert run_train(cfg).summary.steps == 2
 
 
+def test_two_objectives_record_a_pareto_front_and_constraints(tiny_model_dir, qa_data, tmp_path):
+    objective = ["loss", {"metric": "peak_rss_mb", "max": 100_000}]
+    path = write_study(
+        tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=2, objective=objective
+    )
+    result = tune(str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for trial in trials_of(tmp_path):
+        assert set(trial.user_attrs["values"]) == {"loss", "peak_rss_mb"}
+        assert 0 < trial.user_attrs["values"]["peak_rss_mb"] < 100_000
+        assert trial.constraints["peak_rss_mb"] < 0  # feasible: below the bound
+    page = (tmp_path / "runs" / "study" / "tune.html").read_text()
+    assert "Pareto front" in page and page.count("data:image/png;base64,") >= 4
+
+
+def test_best_scores_the_held_out_test_file_once(tiny_model_dir, qa_data, tmp_path):
+    test = tmp_path / "held-out.jsonl"
+    rows = [{"prompt": f"Spell the word {w}.", "completion": f"{w}"} for w in ("porto", "maria", "paris")]
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=1, test=str(test))
+    assert tune(str(path), cwd=tmp_path).returncode == 0
+    best = tune("best", "study", cwd=tmp_path)  # a study name under ./runs
+    assert best.returncode == 0, best.stderr
+    saved = json.loads((tmp_path / "runs" / "study" / "trial-0000" / "test_eval.json").read_text())
+    assert saved["rows"] == 3 and saved["data"].endswith("held-out.jsonl")
+
+
 def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, limit: float = 120) -> None:
     started = time.time()
     while time.time() - started < limit:

@@ -37,6 +37,7 @@ def test_entry_shapes_are_checked_when_the_config_loads():
     assert 'Did you mean "accuracy"' in _error({"tune": {"objective": "acuracy"}})
     assert 'Did you mean "sampler"' in _error({"tune": {"smapler": "tpe"}})
     assert "not a duration" in _error({"tune": {"timeout": "soon"}})
+    assert "needs an explicit tune.space" in _error({"tune": {"sampler": "grid"}})
     assert "continuous range" in _error(
         {"tune": {"sampler": "grid", "space": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}}
     )
@@ -111,14 +112,13 @@ def test_a_rerun_may_change_how_the_study_runs_but_not_what_it_compares():
     assert config_hash(base) != config_hash({"train": {"lr": 2e-4}, "tune": {"trials": 5}})
 
 
-def _done(number: int, values: dict[str, float], constraints: dict[str, float] | None = None):
+def _done(number: int, values: dict[str, float]):
     trial = create_trial(
         state=TrialState.COMPLETE,
         value=values["accuracy"],
         params={"x": 0.5},
         distributions={"x": FloatDistribution(0, 1)},
         user_attrs={"values": values},
-        system_attrs={"constraints": list((constraints or {}).values())} if constraints else None,
     )
     trial.number = number
     return trial

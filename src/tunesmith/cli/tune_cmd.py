@@ -47,6 +47,7 @@ def run(
     ] = False,
 ) -> None:
     """Run a study, or continue it: finished trials stay, a killed trial resumes from its checkpoint."""
+    from tunesmith.errors import TrainingInterrupted
     from tunesmith.tune.page import write_page
     from tunesmith.tune.results import find_study, trials_table
     from tunesmith.tune.runner import plan_study, run_study
@@ -54,7 +55,15 @@ def run(
     flags = {"trials": trials, "timeout": timeout, "jobs": jobs, "storage": storage, "study": study}
     settings = [f"tune.{key}={value}" for key, value in flags.items() if value is not None]
     plan, cfg = plan_study(config, [*(overrides or []), *settings])
-    run_study(plan, cfg, quiet=not show_training)
+    try:
+        run_study(plan, cfg, quiet=not show_training)
+    except TrainingInterrupted as stop:
+        saved = f"checkpoint at step {stop.step}" if stop.checkpoint else "no checkpoint yet"
+        err.print(
+            f"[yellow]interrupted[/] ({saved}); the same command continues the study, and this trial from its "
+            "checkpoint"
+        )
+        raise typer.Exit(stop.exit_code) from None
     opened = find_study(str(plan.folder), storage)
     out.print(trials_table(opened))
     err.print(f"wrote {write_page(opened)}; `tunesmith tune best {plan.folder}` writes best.yaml")

@@ -167,6 +167,8 @@ class TuneConfig(Section):
 
     @model_validator(mode="after")
     def _grid_needs_values(self) -> TuneConfig:
+        if self.sampler == "grid" and self.space is None:
+            raise ValueError("sampler grid needs an explicit tune.space (choices, or ranges with a step)")
         if self.sampler == "grid" and self.space:
             for key, spec in self.space.items():
                 if spec.type in ("uniform", "log_uniform") and spec.step is None and spec.low != spec.high:

@@ -39,9 +39,9 @@ from tunesmith.train.progress import StepProgress, step_progress
 from tunesmith.train.run_folder import RunFolder
 
 StepHook = Callable[[ckpt.TrainState], None]
-# Called after each validation pass with (state, val loss, val metrics); a returned reason (e.g. "pruned") stops
-# training there as early stopping does: the best weights are kept and exported.
-EvalHook = Callable[[ckpt.TrainState, float, dict[str, float]], str | None]
+# Called after each validation pass with (state, val loss, val metrics, whether it is the run's last pass); a
+# returned reason (e.g. "pruned") stops training there as early stopping does: the best weights are kept and exported.
+EvalHook = Callable[[ckpt.TrainState, float, dict[str, float], bool], str | None]
 
 
 @dataclass
@@ -345,7 +345,7 @@ class _Trainer:
         self.eval_seconds += time.perf_counter() - started
         if state.step > 0:
             for hook in s.on_evaluate:
-                self.stop_reason = self.stop_reason or hook(state, val, metrics)
+                self.stop_reason = self.stop_reason or hook(state, val, metrics, state.step >= self.total)
         return val
 
     def save(self) -> Path:

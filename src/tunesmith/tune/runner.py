@@ -27,12 +27,21 @@ from tunesmith.output import err
 from tunesmith.tune.guard import check_test_file
 from tunesmith.tune.progress import TrialLine
 from tunesmith.tune.space import check_space, resolve_space
-from tunesmith.tune.study import STUDY_FILE, StudyPlan, finished, load_study, recover_orphans, storage_url
+from tunesmith.tune.study import (
+    STUDY_FILE,
+    StudyPlan,
+    finished,
+    grid_size,
+    load_study,
+    recover_orphans,
+    storage_url,
+)
 from tunesmith.tune.trial import run_trial
 
 CONFIG_ATTR = "tunesmith:config"  # study user attr: hash of the config the study was started with
 # Settings of how to run the study, not of what it compares: a rerun may change them.
 _RUN_SETTINGS = ("trials", "timeout", "jobs", "storage", "step_budget")
+_STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 def plan_study(config_path: str, overrides: list[str]) -> tuple[StudyPlan, Config]:
@@ -86,6 +95,10 @@ def _budget_left(study: optuna.Study, plan: StudyPlan, deadline: float | None) -
     """Whether another trial may start: trials, time and optimizer steps all within tune's budget."""
     if len(finished(study)) >= plan.tune.trials:
         return False
+    points = grid_size(plan.tune)
+    if points is not None and len(study.get_trials(deepcopy=False, states=_STARTED)) >= points:
+        err.print(f"every one of the {points} grid points has a trial; no new trial starts")
+        return False
     if deadline is not None and deadline <= time.time():
         err.print("tune.timeout reached; no new trial starts")
         return False
@@ -106,7 +119,7 @@ def work(plan: StudyPlan, cfg: Config, deadline: float | None, quiet: bool = Tru
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(
-                lambda trial: run_trial(trial, plan, quiet).values[0],
+                lambda trial: run_trial(trial, plan, quiet)[0],
                 n_trials=1,
                 callbacks=[line],
                 catch=(),

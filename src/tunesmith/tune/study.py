@@ -10,6 +10,7 @@ instead of after the heartbeat's grace period.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sqlite3
@@ -25,7 +26,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunesmith.config.tune import TuneConfig
 from tunesmith.errors import UserError
-from tunesmith.tune.space import resolve_space
 
 STUDY_DB = "study.db"
 STUDY_FILE = "study.json"  # in the study folder: its name and SQLite database, for `tune show` / `tune best`
@@ -111,6 +111,13 @@ def _grid(tune: TuneConfig) -> dict[str, list[Any]]:
     return {key: spec.grid_values() for key, spec in (tune.space or {}).items()}
 
 
+def grid_size(tune: TuneConfig) -> int | None:
+    """The number of grid points for the grid sampler; None for the others."""
+    if tune.sampler != "grid":
+        return None
+    return math.prod(len(values) for values in _grid(tune).values())
+
+
 def _warmup_steps(tune: TuneConfig, eval_every: int) -> int:
     return tune.warmup_evals * eval_every
 
@@ -135,8 +142,6 @@ def load_study(plan: StudyPlan, eval_every: int, worker: int = 0) -> optuna.Stud
     or a second worker draws new values instead of repeating the first process's random (startup) trials, and
     the same command on the same study still draws the same values."""
     tune = plan.tune
-    if tune.sampler == "grid" and tune.space is None:
-        tune = tune.model_copy(update={"space": resolve_space_for(plan)})
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says what Optuna's log would
     storage = open_storage(plan.storage_url, tune)
     direction = "maximize" if tune.primary.maximize else "minimize"
@@ -153,12 +158,6 @@ def load_study(plan: StudyPlan, eval_every: int, worker: int = 0) -> optuna.Stud
         seed = tune.seed + len(study.get_trials(deepcopy=False)) + 100_003 * worker
         study.sampler = SAMPLERS[tune.sampler](tune.model_copy(update={"seed": seed}))
         return study
-
-
-def resolve_space_for(plan: StudyPlan) -> dict[str, Any]:
-    from tunesmith.config.load import validate
-
-    return resolve_space(validate(plan.base, plan.config_path))
 
 
 def worker_id() -> dict[str, Any]:

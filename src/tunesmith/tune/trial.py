@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ def trial_config(plan: StudyPlan, params: dict[str, Any], folder_name: str) -> C
     """The study's config with the trial's values, its run folder under the study, and the primary objective
     picking the exported weights (so the objective is measured on the weights the trial keeps)."""
     data = config_data(plan.base, params)
+    data.pop("tune", None)  # the study's settings are not the run's: a rerun may change them (trials, jobs...)
     data.setdefault("run", {}).update(output_dir=str(plan.folder), name=folder_name)
     train = data.setdefault("train", {})
     primary = plan.tune.primary.metric
@@ -71,28 +70,20 @@ class PruneAtValidation:
         self.trial, self.spec = trial, spec
         self.pruned_at: int | None = None
 
-    def __call__(self, state: TrainState, val_loss: float, metrics: dict[str, float]) -> str | None:
+    def __call__(self, state: TrainState, val_loss: float, metrics: dict[str, float], last: bool) -> str | None:
         value = validation_value(self.spec, val_loss, metrics)
         if value is None:
             return None
         self.trial.report(value, state.step)
-        if self.trial.should_prune():
+        if not last and self.trial.should_prune():  # the last pass saves nothing: the trial completes
             self.pruned_at = state.step
             return "pruned"
         return None
 
 
-@dataclass
-class TrialResult:
-    values: list[float]
-    pruned_at: int | None
-    resumed: bool
-    seconds: float
-
-
-def run_trial(trial: optuna.Trial, plan: StudyPlan, quiet: bool = True) -> TrialResult:
-    """Train one trial and record its values; raises optuna.TrialPruned for a pruned one."""
-    started = time.perf_counter()
+def run_trial(trial: optuna.Trial, plan: StudyPlan, quiet: bool = True) -> list[float]:
+    """Train one trial and record its objective values (in `tune.objective` order); raises optuna.TrialPruned
+    for a pruned one, after recording what it reached."""
     trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_id())
     cfg = validate(plan.base, plan.config_path)
     params = suggest_params(trial, resolve_space(cfg), plan.method)
@@ -114,10 +105,9 @@ def run_trial(trial: optuna.Trial, plan: StudyPlan, quiet: bool = True) -> Trial
         release_freed_memory()
     values = [run_value(spec, trained.summary, trained.path) for spec in plan.tune.objective]
     _record(trial, plan, values, trained.summary.steps, resume)
-    result = TrialResult(values, pruner.pruned_at, resume, time.perf_counter() - started)
     if pruner.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned at step {pruner.pruned_at}")
-    return result
+    return values
 
 
 def _record(trial: optuna.Trial, plan: StudyPlan, values: list[float], steps: int, resumed: bool) -> None:
