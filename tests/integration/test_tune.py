@@ -146,6 +146,26 @@ def test_kill9_then_the_same_command_continues_the_study_and_the_trial(tiny_mode
     assert sorted(p.name for p in study_dir.glob("trial-*")) == ["trial-0000", "trial-0001", "trial-0003"]
 
 
+def test_sigterm_checkpoints_the_trial_and_the_next_run_resumes_it(tiny_model_dir, qa_data, tmp_path):
+    train = {"max_steps": 60, "eval_every": 5, "save_every": 5}
+    path = write_study(tmp_path, tiny_model_dir, qa_data, train, pruner="none", sampler="random", trials=2)
+    process = subprocess.Popen(
+        [TUNESMITH, "tune", str(path)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    study_dir = tmp_path / "runs" / "study"
+    _wait_for_checkpoint(study_dir / "trial-0000", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "the same command continues the study" in stderr, stderr
+    assert "Traceback" not in stderr
+    again = tune(str(path), cwd=tmp_path)
+    assert again.returncode == 0 and "trial 0 was cut short" in again.stderr, again.stderr
+    resumes = json.loads((study_dir / "trial-0000" / "resumes.json").read_text())["resumes"]
+    assert resumes[0]["from_step"] >= 5
+    finished = [t for t in trials_of(tmp_path) if t.state == TrialState.COMPLETE]
+    assert len(finished) == 2
+
+
 def test_two_workers_share_one_sqlite_study(tiny_model_dir, qa_data, tmp_path):
     path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=4, jobs=2)
     result = tune(str(path), cwd=tmp_path)
