@@ -131,6 +131,11 @@ def write_page(opened: OpenedStudy) -> Path:
         + " · the database opens in optuna-dashboard as it is"
     )
     nav = [("trials", "Trials"), ("history", "History"), ("importance", "Importance"), ("parallel", "Parallel")]
+    nav += [
+        (anchor, label)
+        for anchor, label in (("pareto", "Pareto front"), ("best", "Best trial"))
+        if f'id="{anchor}"' in "".join(parts)
+    ]
     text = page(f"tunesmith tune: {study.study_name}", subtitle, nav, "".join(parts))
     path = opened.folder / "tune.html"
     path.write_text(text, encoding="utf-8")
