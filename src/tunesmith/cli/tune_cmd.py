@@ -48,8 +48,6 @@ def run(
 ) -> None:
     """Run a study, or continue it: finished trials stay, a killed trial resumes from its checkpoint."""
     from tunesmith.errors import TrainingInterrupted
-    from tunesmith.tune.page import write_page
-    from tunesmith.tune.results import find_study, trials_table
     from tunesmith.tune.runner import plan_study, run_study
 
     flags = {"trials": trials, "timeout": timeout, "jobs": jobs, "storage": storage, "study": study}
@@ -64,9 +62,8 @@ def run(
             "checkpoint"
         )
         raise typer.Exit(stop.exit_code) from None
-    opened = find_study(str(plan.folder), storage)
-    out.print(trials_table(opened))
-    err.print(f"wrote {write_page(opened)}; `tunesmith tune best {plan.folder}` writes best.yaml")
+    _show_study(str(plan.folder), storage)
+    err.print(f"`tunesmith tune best {plan.folder}` writes best.yaml")
 
 
 @app.command("show")
@@ -75,6 +72,11 @@ def show(
     storage: StorageOption = None,
 ) -> None:
     """The trials as a table, and runs/<study>/tune.html (history, importance, parallel coordinates, Pareto)."""
+    _show_study(study, storage)
+
+
+def _show_study(study: str, storage: str | None) -> None:
+    """The trials table on stdout, and tune.html written beside the study."""
     from tunesmith.tune.page import write_page
     from tunesmith.tune.results import find_study, trials_table
 

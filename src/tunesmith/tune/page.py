@@ -18,8 +18,7 @@ from tunesmith.evaluate.report.markup import esc, image, note, page, section, ta
 from tunesmith.evaluate.report.plots import PALETTE, loss_curves, to_png
 from tunesmith.train.metrics_log import read_metrics
 from tunesmith.train.run_folder import RunFolder
-from tunesmith.tune.progress import duration, format_params
-from tunesmith.tune.results import OpenedStudy, objective_values, pareto_front
+from tunesmith.tune.results import OpenedStudy, objective_values, pareto_front, trial_cells, trial_columns
 from tunesmith.tune.trial import trial_dir
 
 
@@ -67,36 +66,16 @@ def _pareto_plot(opened: OpenedStudy) -> str | None:
     return to_png(fig)
 
 
-def _trial_rows(opened: OpenedStudy) -> list[list[str]]:
-    rows = []
-    for trial in opened.study.get_trials(deepcopy=False):
-        values = objective_values(trial)
-        seconds = (
-            (trial.datetime_complete - trial.datetime_start).total_seconds()
-            if trial.datetime_complete and trial.datetime_start
-            else None
-        )
-        rows.append(
-            [
-                str(trial.number),
-                esc(trial.state.name.lower()),
-                *(f"{values[s.metric]:.4g}" if s.metric in values else "" for s in opened.objectives),
-                esc(format_params(trial.params)),
-                esc(duration(seconds)) if seconds is not None else "",
-            ]
-        )
-    return rows
-
-
 def write_page(opened: OpenedStudy) -> Path:
     """Write tune.html in the study folder; returns its path."""
     study, vis = opened.study, optuna.visualization.matplotlib
     metric = opened.objectives[0].metric
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = study.best_trial if complete else None
-    header = ["trial", "state", *(s.metric for s in opened.objectives), "params", "time"]
+    header = trial_columns(opened)
+    rows = [[esc(cell) for cell in trial_cells(opened, t)] for t in study.get_trials(deepcopy=False)]
     parts = [
-        section("trials", "Trials", table(header, _trial_rows(opened), text_cols=[1, len(header) - 2])),
+        section("trials", "Trials", table(header, rows, text_cols=[1, len(header) - 3])),
         section(
             "history",
             "Optimisation history",

@@ -22,6 +22,13 @@ def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """Wall seconds from start to finish; None for a trial still running (or never started)."""
+    if trial.datetime_complete is None or trial.datetime_start is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
 def duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 120:
@@ -47,7 +54,7 @@ class TrialLine:
             outcome = f"[yellow]pruned[/] at step {step}" if step is not None else "[yellow]pruned[/]"
         else:
             outcome = f"[red]{trial.state.name.lower()}[/]"
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0
+        seconds = trial_seconds(trial) or 0
         err.print(
             f"trial {trial.number} ({len(done)}/{self.tune.trials}): {outcome} · {escape(format_params(trial.params))}"
             f" · {duration(seconds)} · {self._best(study)} · {self._eta(done)}",
@@ -64,13 +71,13 @@ class TrialLine:
         return f"best {best.value:.4g} (trial {best.number})"
 
     def _eta(self, done: list[FrozenTrial]) -> str:
-        timed = [t for t in done if t.datetime_start and t.datetime_complete]
+        timed = [seconds for t in done if (seconds := trial_seconds(t)) is not None]
         left = self.tune.trials - len(done)
         if left <= 0:
             return "study complete"
         if not timed:
             return f"{left} trial(s) left"
-        mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in timed) / len(timed)
+        mean = sum(timed) / len(timed)
         eta = mean * left / self.tune.jobs
         if self.deadline is not None:
             eta = min(eta, max(0.0, self.deadline - time.time()))

@@ -18,8 +18,8 @@ from tunesmith.config.load import read_yaml, validate
 from tunesmith.config.schema import Config
 from tunesmith.config.tune import ObjectiveSpec
 from tunesmith.errors import UserError
-from tunesmith.tune.progress import duration, format_params
-from tunesmith.tune.study import STUDY_DB, STUDY_FILE
+from tunesmith.tune.progress import duration, format_params, trial_seconds
+from tunesmith.tune.study import STUDY_DB, STUDY_FILE, with_driver
 from tunesmith.tune.trial import trial_dir
 
 
@@ -51,8 +51,7 @@ def find_study(name: str, storage: str | None = None) -> OpenedStudy:
     url = url or f"sqlite:///{(folder / STUDY_DB).resolve()}"
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{folder}: no study database at {url}; pass --storage URL for a server database")
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    url = with_driver(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -82,31 +81,36 @@ def pareto_front(trials: list[FrozenTrial], objectives: list[ObjectiveSpec]) -> 
     return [trial for trial, point in points if not dominated(point)]
 
 
+def trial_cells(opened: OpenedStudy, trial: FrozenTrial) -> list[str]:
+    """One trial as plain text: number, state, every objective, parameters, steps, time (`TRIAL_COLUMNS`)."""
+    values = objective_values(trial)
+    state = trial.state.name.lower()
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        state += f" @{max(trial.intermediate_values)}"
+    if trial.system_attrs.get("failed_trial") is not None:
+        state += f" (retry of {trial.system_attrs['failed_trial']})"
+    seconds = trial_seconds(trial)
+    return [
+        str(trial.number),
+        state,
+        *(f"{values[s.metric]:.4g}" if s.metric in values else "" for s in opened.objectives),
+        format_params(trial.params),
+        str(trial.user_attrs.get("steps", "")),
+        duration(seconds) if seconds is not None else "",
+    ]
+
+
+def trial_columns(opened: OpenedStudy) -> list[str]:
+    return ["trial", "state", *(spec.metric for spec in opened.objectives), "params", "steps", "time"]
+
+
 def trials_table(opened: OpenedStudy) -> Table:
     """Every trial: number, state, objective values, parameters, steps, time."""
     table = Table(title=f"study {opened.study.study_name}", title_justify="left")
-    for column in ["trial", "state", *(spec.metric for spec in opened.objectives), "params", "steps", "time"]:
+    for column in trial_columns(opened):
         table.add_column(column, justify="right" if column not in ("state", "params") else "left")
     for trial in opened.study.get_trials(deepcopy=False):
-        values = objective_values(trial)
-        state = trial.state.name.lower()
-        if trial.state == TrialState.PRUNED and trial.intermediate_values:
-            state += f" @{max(trial.intermediate_values)}"
-        if trial.system_attrs.get("failed_trial") is not None:
-            state += f" (retry of {trial.system_attrs['failed_trial']})"
-        seconds = (
-            (trial.datetime_complete - trial.datetime_start).total_seconds()
-            if trial.datetime_complete and trial.datetime_start
-            else None
-        )
-        table.add_row(
-            str(trial.number),
-            state,
-            *(f"{values[s.metric]:.4g}" if s.metric in values else "" for s in opened.objectives),
-            format_params(trial.params),
-            str(trial.user_attrs.get("steps", "")),
-            duration(seconds) if seconds is not None else "",
-        )
+        table.add_row(*trial_cells(opened, trial))
     return table
 
 

@@ -112,8 +112,6 @@ def _budget_left(study: optuna.Study, plan: StudyPlan, deadline: float | None) -
 def work(plan: StudyPlan, cfg: Config, deadline: float | None, quiet: bool = True, worker: int = 0) -> None:
     """One worker: join the study and run trials until tune's budget (trials, time, steps) is spent."""
     study = load_study(plan, cfg.train.eval_every, worker)
-    for number in recover_orphans(study):
-        err.print(f"trial {number} was cut short (killed or interrupted); it is queued again and resumes its run")
     line = TrialLine(plan.tune, deadline)
     while _budget_left(study, plan, deadline):
         with warnings.catch_warnings():
@@ -147,6 +145,8 @@ def run_study(plan: StudyPlan, cfg: Config, quiet: bool = True) -> optuna.Study:
     """The whole study: in this process for one job, else `tune.jobs` worker processes on the shared database."""
     study = open_study(plan, cfg)
     deadline = time.time() + plan.tune.timeout if plan.tune.timeout else None
+    for number in recover_orphans(study):  # once, before any worker starts: each cut-short trial is queued once
+        err.print(f"trial {number} was cut short (killed or interrupted); it is queued again and resumes its run")
     done = len(finished(study))
     err.print(
         f"study {plan.name}: {done} of {plan.tune.trials} trials finished, sampler {plan.tune.sampler}, pruner "

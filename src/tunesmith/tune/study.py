@@ -51,9 +51,14 @@ def storage_url(tune: TuneConfig, folder: Path) -> str:
     """The study database: --storage, or SQLite in the study folder. `postgresql://` means the psycopg 3 driver."""
     if tune.storage is None:
         return f"sqlite:///{(folder / STUDY_DB).resolve()}"
-    if tune.storage.startswith("postgresql://") or tune.storage.startswith("postgres://"):
-        return "postgresql+psycopg://" + tune.storage.split("://", 1)[1]
-    return tune.storage
+    return with_driver(tune.storage)
+
+
+def with_driver(url: str) -> str:
+    """A bare postgresql:// URL names the psycopg 3 driver (SQLAlchemy's default, psycopg2, is not installed)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _sqlite_wal(url: str) -> None:
