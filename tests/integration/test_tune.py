@@ -115,7 +115,7 @@ def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, limit: float =
         if list(folder.glob("checkpoints/step-*/state.json")):
             return
         assert process.poll() is None, "the tuner ended before the trial wrote a checkpoint"
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise AssertionError(f"no checkpoint in {folder} after {limit} s")
 
 
@@ -154,7 +154,9 @@ def test_sigterm_checkpoints_the_trial_and_the_next_run_resumes_it(tiny_model_di
     )
     study_dir = tmp_path / "runs" / "study"
     _wait_for_checkpoint(study_dir / "trial-0000", process)
+    process.send_signal(signal.SIGSTOP)  # frozen mid-training, so the signal cannot land after the trial's end
     process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143 and "the same command continues the study" in stderr, stderr
     assert "Traceback" not in stderr
@@ -164,6 +166,30 @@ def test_sigterm_checkpoints_the_trial_and_the_next_run_resumes_it(tiny_model_di
     assert resumes[0]["from_step"] >= 5
     finished = [t for t in trials_of(tmp_path) if t.state == TrialState.COMPLETE]
     assert len(finished) == 2
+
+
+def test_sigterm_to_the_tuner_stops_every_worker_and_the_next_run_resumes_their_trials(
+    tiny_model_dir, qa_data, tmp_path
+):
+    train = {"max_steps": 60, "eval_every": 5, "save_every": 5}
+    path = write_study(tmp_path, tiny_model_dir, qa_data, train, pruner="none", sampler="random", trials=2, jobs=2)
+    process = subprocess.Popen(
+        [TUNESMITH, "tune", str(path)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    study_dir = tmp_path / "runs" / "study"
+    _wait_for_checkpoint(study_dir / "trial-0001", process)
+    process.send_signal(signal.SIGTERM)  # to the tuner only: it passes the signal on to its workers
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "the same command continues the study" in stderr, stderr
+    assert "Traceback" not in stderr
+    cut_short = [t.number for t in trials_of(tmp_path) if t.state != TrialState.COMPLETE]
+    assert cut_short, "both trials finished before the signal"
+    again = tune(str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert all(f"trial {n} was cut short" in again.stderr for n in cut_short), again.stderr
+    assert len([t for t in trials_of(tmp_path) if t.state == TrialState.COMPLETE]) == 2
+    for number in cut_short:  # its retry continued the trial's own folder from a checkpoint
+        assert (study_dir / f"trial-{number:04d}" / "resumes.json").is_file()
 
 
 def test_two_workers_share_one_sqlite_study(tiny_model_dir, qa_data, tmp_path):

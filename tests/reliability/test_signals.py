@@ -188,3 +188,27 @@ def test_second_signal_exits_at_once_without_corrupting_checkpoints(double_signa
 
 def test_second_signal_leaves_the_run_marked_interrupted(double_signal):
     assert double_signal["status"]["status"] == "interrupted", double_signal["status"]
+
+
+def test_signal_after_the_last_step_exits_128_plus_signal_and_resume_finishes_the_export(workdir):
+    """Frozen once the export has begun (after the loop's own handler is gone): the signal is never the
+    default action (killed, no status): exit 143, and `resume` exports from the final checkpoint."""
+    folder, sets = workdir
+    run = folder / "sig"
+    proc = cli("train", str(folder / "run.yaml"), sets=[*sets, "train.save_every=50"], wait=False, log=folder / "err")
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not (run / "adapter").exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, "the run ended before the export began"
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    code = proc.wait(timeout=60)
+    stderr = (folder / "err").read_text()
+    assert code == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    resumed = cli("resume", str(run), sets=[])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 60

@@ -56,10 +56,15 @@ def run(
     try:
         run_study(plan, cfg, quiet=not show_training)
     except TrainingInterrupted as stop:
-        saved = f"checkpoint at step {stop.step}" if stop.checkpoint else "no checkpoint yet"
+        if stop.at_once:
+            saved = "stopped at once on a second signal; the step in progress was not saved"
+        elif stop.checkpoint:
+            saved = f"the trial in progress saved a checkpoint at step {stop.step}"
+        else:
+            saved = "between trials or before the trial in progress trained"
         err.print(
-            f"[yellow]interrupted[/] ({saved}); the same command continues the study, and this trial from its "
-            "checkpoint"
+            f"[yellow]interrupted[/] ({saved}); the same command continues the study, and a cut-short trial from "
+            "its newest checkpoint"
         )
         raise typer.Exit(stop.exit_code) from None
     _show_study(str(plan.folder), storage)

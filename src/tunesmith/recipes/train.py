@@ -34,7 +34,7 @@ from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskData, TaskSteps
 from tunesmith.tasks.heads import HEAD_NAMES, head_of, with_head_lr, write_task_file
 from tunesmith.train import run_dir as runs
-from tunesmith.train.checkpoint import checkpoint_step
+from tunesmith.train.checkpoint import checkpoint_step, complete_checkpoints
 from tunesmith.train.loop import (
     EvalHook,
     InterruptAtOnce,
@@ -259,14 +259,16 @@ def run_task(
             alpha = cfg.regularization.neftune_alpha
             neftune = add_neftune(model, alpha) if alpha else None
             result, fused = _train(setup, cfg, run_path, checkpoint)
+            # A signal during the export stops it; a resume starts from the newest checkpoint and exports again.
+            signals.checkpoint = (complete_checkpoints(RunFolder(run_path).checkpoints) or [None])[-1]
+            if neftune is not None:
+                neftune.remove()  # training noise only: the exported model sees clean embeddings
+            wall = time.perf_counter() - started
+            summary = _export_and_summarise(cfg, steps, model, tokenizer, data, (result, fused), run_path, wall)
     except TrainingInterrupted as stop:
         if run_path is not None:
             runs.set_status(run_path, "interrupted", step=stop.step, checkpoint=stop.checkpoint)
         raise
-    if neftune is not None:
-        neftune.remove()  # training noise only: the exported model sees clean embeddings
-    wall = time.perf_counter() - started
-    summary = _export_and_summarise(cfg, steps, model, tokenizer, data, (result, fused), run_path, wall)
     runs.set_status(run_path, "completed")
     return TrainedRun(run_path, summary)
 

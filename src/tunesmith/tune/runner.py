@@ -26,6 +26,7 @@ from tunesmith.errors import UserError
 from tunesmith.output import err
 from tunesmith.tune.guard import check_test_file
 from tunesmith.tune.progress import TrialLine
+from tunesmith.tune.signals import StudyStop
 from tunesmith.tune.space import check_space, resolve_space
 from tunesmith.tune.study import (
     STUDY_FILE,
@@ -110,34 +111,46 @@ def _budget_left(study: optuna.Study, plan: StudyPlan, deadline: float | None) -
 
 
 def work(plan: StudyPlan, cfg: Config, deadline: float | None, quiet: bool = True, worker: int = 0) -> None:
-    """One worker: join the study and run trials until tune's budget (trials, time, steps) is spent."""
+    """One worker: join the study and run trials until tune's budget (trials, time, steps) is spent, or a
+    signal stops it (exit 128 + signal, the trial in progress checkpointed and queued again)."""
     study = load_study(plan, cfg.train.eval_every, worker)
     line = TrialLine(plan.tune, deadline)
-    while _budget_left(study, plan, deadline):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(
-                lambda trial: run_trial(trial, plan, quiet)[0],
-                n_trials=1,
-                callbacks=[line],
-                catch=(),
-            )
+    parent = os.getppid()
+    with StudyStop() as stop:
+        while _budget_left(study, plan, deadline):
+            stop.check()
+            if worker and os.getppid() != parent:
+                err.print(f"worker {worker}: the tuner that started it is gone; no new trial starts")
+                return
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(
+                    lambda trial: run_trial(trial, plan, stop, quiet)[0],
+                    n_trials=1,
+                    callbacks=[line],
+                    catch=(),
+                )
+        stop.check()
 
 
 def _worker_main(plan: StudyPlan, deadline: float | None, worker: int) -> None:
-    """Entry of a `--jobs` worker process: its own quiet logging, user mistakes as one line."""
+    """Entry of a `--jobs` worker process: its own quiet logging, user mistakes as one line. It leaves the
+    terminal's process group, so a Ctrl-C reaches it once, passed on by the tuner, not twice."""
     import sys
 
     from tunesmith.errors import TrainingInterrupted
     from tunesmith.logs import capture_library_output
 
+    os.setpgid(0, 0)
     capture_library_output(verbose=False)
     try:
         work(plan, validate(plan.base, plan.config_path), deadline, worker=worker)
     except UserError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
-    except (TrainingInterrupted, KeyboardInterrupt):
+    except TrainingInterrupted as stop:
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
         sys.exit(130)
 
 
@@ -161,15 +174,25 @@ def run_study(plan: StudyPlan, cfg: Config, quiet: bool = True) -> optuna.Study:
 
 
 def _run_workers(plan: StudyPlan, deadline: float | None) -> None:
+    """`tune.jobs` spawned workers on the shared database; a signal to the tuner is passed on to each of them,
+    and the tuner exits as they do."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with a fork
-    workers = [context.Process(target=_worker_main, args=(plan, deadline, i)) for i in range(plan.tune.jobs)]
-    for worker in workers:
-        worker.start()
-        time.sleep(1.0)  # staggered, so the first trials do not all sample before any has started
-    codes = []
-    for worker in workers:
-        worker.join()
-        codes.append(worker.exitcode)
+    workers = [context.Process(target=_worker_main, args=(plan, deadline, i + 1)) for i in range(plan.tune.jobs)]
+
+    def forward(signum: int) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    with StudyStop(forward) as stop:
+        for worker in workers:
+            stop.check()
+            worker.start()
+            time.sleep(1.0)  # staggered, so the first trials do not all sample before any has started
+        for worker in workers:
+            worker.join()
+        stop.check()
+    codes = [worker.exitcode for worker in workers]
     if any(code not in (0, None) for code in codes):
         raise UserError(f"{sum(c != 0 for c in codes)} of {len(codes)} tune workers failed (exit codes {codes})")
 

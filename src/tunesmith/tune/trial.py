@@ -27,6 +27,7 @@ from tunesmith.train.checkpoint import TrainState
 from tunesmith.train.memory import release_freed_memory
 from tunesmith.train.run_folder import RunFolder
 from tunesmith.tune.measures import constraint, reset_peak_rss, run_value, validation_value
+from tunesmith.tune.signals import StudyStop
 from tunesmith.tune.space import config_data, resolve_space, suggest_params
 from tunesmith.tune.study import INTERRUPTED_ATTR, WORKER_ATTR, StudyPlan, worker_id
 
@@ -81,9 +82,10 @@ class PruneAtValidation:
         return None
 
 
-def run_trial(trial: optuna.Trial, plan: StudyPlan, quiet: bool = True) -> list[float]:
+def run_trial(trial: optuna.Trial, plan: StudyPlan, stop: StudyStop, quiet: bool = True) -> list[float]:
     """Train one trial and record its objective values (in `tune.objective` order); raises optuna.TrialPruned
-    for a pruned one, after recording what it reached."""
+    for a pruned one, after recording what it reached. A signal that came before training began stops here,
+    and the trial is queued again on the next run."""
     trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_id())
     cfg = validate(plan.base, plan.config_path)
     params = suggest_params(trial, resolve_space(cfg), plan.method)
@@ -95,6 +97,7 @@ def run_trial(trial: optuna.Trial, plan: StudyPlan, quiet: bool = True) -> list[
     pruner = PruneAtValidation(trial, plan.tune.primary)
     reset_peak_rss()
     try:
+        stop.check()
         with silenced() if quiet else contextlib.nullcontext():
             trained = run_train(run_cfg, plan.config_path, resume=resume, on_evaluate=[pruner])
     except TrainingInterrupted:
