@@ -5,9 +5,10 @@
         --seeds 0 --tpe-budget 0.5 --pareto-trials 2          # plumbing check, not a result
 
 SST-2 (read from /work/shared/data/sst2, derived files in runs/hpo-bench/data/) with smollm2-135m LoRA sft, label
-words: train on a seeded subset of SST-2 train, select on a validation slice of train (accuracy by generation on
-its rows at every validation pass), and score each study's best trial once on the 872-row dev set (label
-likelihood). Studies, all in this process, one after another:
+words: train on a seeded subset of SST-2 train, select on a validation slice of train (accuracy by label likelihood
+on all its rows at every validation pass, `train.eval_scoring: auto`), and score each study's best trial once on
+the 872-row dev set (label likelihood). Studies, each a `tunesmith tune` process as a user runs it, one after
+another:
 1. a full grid over lr x r (pruner none): its best dev accuracy and its optimizer steps (every trial's steps);
 2. TPE + a pruner (--pruner, --warmup-evals) over the same space (lr log-uniform over the grid's range, r its
    choices), one study per seed, each stopped when its optimizer steps reach `--tpe-budget` of the grid's;
@@ -25,6 +26,8 @@ import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -73,16 +76,19 @@ def base_config(args: argparse.Namespace, data_dir: Path, out: Path) -> dict:
 
 
 def study(base: dict, out: Path, name: str, tune: dict) -> dict:
-    """Run one study in this process; returns its trials (number, state, params, values, steps, peak RSS)."""
+    """Run one study through the console script, as a user does (jemalloc preloaded, one line per trial); returns
+    its trials (number, state, params, values, steps, peak RSS)."""
     from optuna.trial import TrialState
 
-    from tunesmith.tune.runner import plan_study, run_study
+    from tunesmith.tune.runner import plan_study
+    from tunesmith.tune.study import load_study
 
     config = out / f"{name}.yaml"
     config.write_text(yaml.safe_dump({**base, "tune": {**base["tune"], **tune, "study": name}}))
     started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("tunesmith")), "tune", str(config)], check=True)
     plan, cfg = plan_study(str(config), [])
-    result = run_study(plan, cfg)
+    result = load_study(plan, cfg.train.eval_every)
     trials = []
     for t in result.get_trials():
         run = Path(t.user_attrs.get("run", ""))
@@ -157,13 +163,39 @@ def tpe_studies(args: argparse.Namespace, base: dict, out: Path, grid_steps: int
     return results
 
 
+def pareto_study(args: argparse.Namespace, base: dict, out: Path) -> dict:
+    """Accuracy up, peak RSS down (batch size, r and lr searched): the study, its front and its tune.html."""
+    from tunesmith.tune.page import write_page
+    from tunesmith.tune.results import find_study, pareto_front
+
+    found = study(
+        base,
+        out,
+        "pareto",
+        {
+            "space": {
+                "train.batch_size": {"type": "categorical", "choices": [4, 8, 16, 32]},
+                "method.r": {"type": "categorical", "choices": args.ranks},
+                "train.lr": {"type": "log_uniform", "low": min(args.lrs), "high": max(args.lrs)},
+            },
+            "objective": ["accuracy", "peak_rss_mb"],
+            "sampler": "random",
+            "pruner": "none",
+            "trials": args.pareto_trials,
+        },
+    )
+    opened = find_study(str(out / "pareto"))
+    front = [t.number for t in pareto_front(opened.study.get_trials(), opened.objectives)]
+    return {"study": found, "front": front, "page": str(write_page(opened))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/hpo-bench"))
     parser.add_argument("--train-rows", type=int, default=256)
-    parser.add_argument("--val-rows", type=int, default=64)
+    parser.add_argument("--val-rows", type=int, default=256)
     parser.add_argument("--dev-rows", type=int, default=None)
-    parser.add_argument("--eval-every", type=int, default=4)
+    parser.add_argument("--eval-every", type=int, default=8)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -215,29 +247,7 @@ def main() -> None:
     )
     shipped["dev_accuracy"] = dev_accuracy(shipped["best_run"], dev)
 
-    pareto = study(
-        base,
-        out,
-        "pareto",
-        {
-            "space": {
-                "train.batch_size": {"type": "categorical", "choices": [4, 8, 16, 32]},
-                "method.r": {"type": "categorical", "choices": args.ranks},
-                "train.lr": {"type": "log_uniform", "low": min(args.lrs), "high": max(args.lrs)},
-            },
-            "objective": ["accuracy", "peak_rss_mb"],
-            "sampler": "random",
-            "pruner": "none",
-            "trials": args.pareto_trials,
-        },
-    )
-    from tunesmith.tune.page import write_page
-    from tunesmith.tune.results import find_study, pareto_front
-
-    opened = find_study(str(out / "pareto"))
-    front = [t.number for t in pareto_front(opened.study.get_trials(), opened.objectives)]
-    page = write_page(opened)
-
+    pareto = pareto_study(args, base, out) if args.pareto_trials else None
     tpe_dev = [t["dev_accuracy"] for t in tpe if t["dev_accuracy"] is not None]
     tpe_share = [t["steps_share_of_grid"] for t in tpe]
     end_load = os.getloadavg()
@@ -247,7 +257,7 @@ def main() -> None:
         "grid": grid,
         "tpe": tpe,
         "shipped_default": shipped,
-        "pareto": {"study": pareto, "front": front, "page": str(page)},
+        "pareto": pareto,
         "peak_rss_mb": {
             "trial_1": rss[0] if rss else None,
             "trial_20": rss[19] if len(rss) >= 20 else None,
@@ -266,7 +276,7 @@ def main() -> None:
     )
     print(
         f"grid best dev {grid['dev_accuracy']:.4f}; shipped default dev {shipped['dev_accuracy']:.4f}; "
-        f"pareto front trials {front}; load average at end {end_load[0]:.2f}"
+        f"pareto front trials {pareto['front'] if pareto else None}; load average at end {end_load[0]:.2f}"
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 CHOICE = "TUNESMITH_ALLOCATOR"  # auto (default): jemalloc when found; system: the C library's malloc
 _RESTARTED = "TUNESMITH_ALLOCATOR_RESTARTED"  # set in the restarted process, so it never restarts twice
-TRAINING_COMMANDS = frozenset({"train", "resume", "selftrain", "demo"})
+TRAINING_COMMANDS = frozenset({"train", "resume", "selftrain", "demo", "tune"})
 
 
 def find_jemalloc() -> str | None:

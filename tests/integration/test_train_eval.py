@@ -131,3 +131,60 @@ def test_classify_task_picks_weights_by_its_own_accuracy(tiny_bert_dir, tmp_path
     best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_step"] == best["step"] and summary["best_score"] == pytest.approx(best["val_accuracy"])
+
+
+def _sentiment_rows(count: int) -> list[dict]:
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    return [{"text": f"the movie was {words[i % 6]} {i}", "label": "pos" if i % 6 < 3 else "neg"} for i in range(count)]
+
+
+def test_label_rows_are_validated_by_label_likelihood_on_every_row(tiny_model_dir, tmp_path):
+    """Classification-like rows: accuracy and macro-F1 at each pass come from label likelihood over all the
+    validation rows (not the first 64 by generation), the same numbers `eval`'s scoring gives the same model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.data.load import load_examples
+    from tunesmith.evaluate.label_scoring import accuracy_by_likelihood
+    from tunesmith.metrics import METRICS
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in _sentiment_rows(40)))
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(json.dumps(r) + "\n" for r in _sentiment_rows(141)[40:]))  # 101: more than 64
+    cfg = config(
+        tiny_model_dir,
+        train,
+        tmp_path,
+        "likelihood",
+        f"data.val={val}",
+        "data.format=text_label",
+        "train.max_steps=2",
+        "train.eval_metrics=[accuracy, macro_f1]",
+        "train.best_metric=accuracy",
+    )
+    run = run_train(cfg).path
+    step0 = next(r for r in rows(run) if "val_loss" in r and r["step"] == 0)
+    examples = load_examples(str(val), "text_label").examples
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    accuracy, predicted = accuracy_by_likelihood(model, tokenizer, examples, ["neg", "pos"], batch_size=8)
+    gold = [e.target for e in examples]
+    assert len(examples) == 101
+    assert step0["val_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert step0["val_macro_f1"] == pytest.approx(METRICS["macro_f1"](gold, predicted, labels=["neg", "pos"]))
+
+
+def test_label_likelihood_validation_refuses_text_metrics(tiny_model_dir, qa_data, tmp_path):
+    from tunesmith.errors import UserError
+
+    cfg = config(
+        tiny_model_dir,
+        qa_data,
+        tmp_path,
+        "refused",
+        "train.max_steps=2",
+        "train.eval_metrics=[rouge_l]",
+        "train.eval_scoring=label_likelihood",
+    )
+    with pytest.raises(UserError, match="train.eval_scoring=label_likelihood: .*use train.eval_scoring=generation"):
+        run_train(cfg)

@@ -59,7 +59,9 @@ LR_SPACE = {"train.lr": {"type": "categorical", "choices": [3e-2, 1e-7]}}
 
 
 def test_study_prunes_a_bad_trial_and_every_trial_is_a_run(tiny_model_dir, qa_data, tmp_path):
-    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="median", space=LR_SPACE, trials=6)
+    # seed 4 draws lr 3e-2 three times, then 1e-7: the median of good trials prunes the bad one
+    study = {"sampler": "random", "pruner": "median", "space": LR_SPACE, "trials": 6, "seed": 4}
+    path = write_study(tmp_path, tiny_model_dir, qa_data, **study)
     result = tune(str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = trials_of(tmp_path)
@@ -193,7 +195,8 @@ def test_sigterm_to_the_tuner_stops_every_worker_and_the_next_run_resumes_their_
 
 
 def test_two_workers_share_one_sqlite_study(tiny_model_dir, qa_data, tmp_path):
-    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=4, jobs=2)
+    train = {"epochs": 30, "max_steps": 270, "eval_every": 90, "save_every": 90}  # trials long enough to overlap
+    path = write_study(tmp_path, tiny_model_dir, qa_data, train, sampler="random", pruner="none", trials=4, jobs=2)
     result = tune(str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr
@@ -201,7 +204,9 @@ def test_two_workers_share_one_sqlite_study(tiny_model_dir, qa_data, tmp_path):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 4 and all(t.state == TrialState.COMPLETE for t in trials)
     pids = {t.system_attrs["tunesmith:worker"]["pid"] for t in trials}
-    assert len(pids) == 2  # both workers ran trials
+    assert len(pids) == len(trials)  # a process of its own for every trial
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))  # two at once
     folders = [t.user_attrs["run"] for t in trials]
     assert len(set(folders)) == len(folders)
 
@@ -251,3 +256,48 @@ def test_test_file_that_is_or_overlaps_validation_is_refused(tiny_model_dir, qa_
         path.write_text(yaml.safe_dump(config))
         assert expected in _one_error(tune(str(path), cwd=tmp_path))
     assert not (tmp_path / "runs").exists()
+
+
+NAN_ONCE = """
+import os
+from pathlib import Path
+
+from tunesmith.train import loop
+
+_real, _steps = loop.accumulate_step, iter(range(1, 10_000))
+
+
+def _nan_at_step_3_of_the_first_trial(model, micro_batches, precision=None, loss_sum_fn=None, *args, **kwargs):
+    marker = Path(os.environ["NAN_MARKER"])
+    if next(_steps) == 3 and not marker.exists():
+        marker.touch()
+
+        def poisoned(m, batch):
+            loss, tokens = loss_sum_fn(m, batch)
+            return loss + float("nan"), tokens
+
+        return _real(model, micro_batches, precision, poisoned, *args, **kwargs)
+    return _real(model, micro_batches, precision, loss_sum_fn, *args, **kwargs)
+
+
+loop.accumulate_step = _nan_at_step_3_of_the_first_trial
+"""
+
+
+def test_a_diverged_trial_fails_alone_and_the_study_goes_on(tiny_model_dir, qa_data, tmp_path):
+    """The first trial's loss is made NaN at its 3rd step (a sitecustomize in every trial process wraps the loop's
+    real step): that trial fails as diverged and counts toward tune.trials, the next completes, exit 0."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(NAN_ONCE)
+    env = {**ENV, "PYTHONPATH": str(hooks), "NAN_MARKER": str(tmp_path / "nan-done")}
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="random", pruner="none", trials=2)
+    command = [TUNESMITH, "tune", str(path)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "diverged" in result.stderr and "Traceback" not in result.stderr
+    trials = trials_of(tmp_path)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "NaN" in trials[0].user_attrs["diverged"]
+    shown = tune("show", str(tmp_path / "runs" / "study"), cwd=tmp_path)
+    assert shown.returncode == 0 and "diverged" in shown.stdout, shown.stderr

@@ -193,10 +193,21 @@ class TrainConfig(Section):
     )
     eval_metrics: MetricNames = Field(
         None,
-        description="sft: task metrics computed by greedy generation on train.eval_rows validation rows at every "
-        "evaluation (e.g. [accuracy] or [rouge_l]); null: loss and perplexity only.",
+        description="sft: task metrics computed on train.eval_rows validation rows at every evaluation (e.g. "
+        "[accuracy] or [rouge_l]), scored as train.eval_scoring says; null: loss and perplexity only.",
     )
-    eval_rows: int = Field(64, ge=1, description="Validation rows used by train.eval_metrics (generation cost).")
+    eval_scoring: Literal["auto", "label_likelihood", "generation"] = Field(
+        "auto",
+        description="How train.eval_metrics score the validation rows. auto: label likelihood (the most probable "
+        "candidate label, as `eval` scores) when the rows are classification-like and every metric is a label "
+        "metric, else greedy generation.",
+    )
+    eval_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Validation rows train.eval_metrics score; null: all of them under label likelihood, the first "
+        "64 under generation (its cost grows with the answers' length).",
+    )
     best_metric: Annotated[str, AfterValidator(_loss_or_metric)] = Field(
         "loss",
         description="What picks the best (exported) weights and drives early stopping: 'loss' (validation loss), "

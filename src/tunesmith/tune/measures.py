@@ -25,7 +25,7 @@ def validation_value(spec: ObjectiveSpec, val_loss: float, metrics: dict[str, fl
     if spec.metric not in metrics:
         raise UserError(
             f"tune.objective {spec.metric}: the validation pass reports {', '.join(['loss', *metrics]) or 'loss'}; "
-            f"for sft add it to train.eval_metrics (the validation rows are then scored by generation)"
+            f"for sft add it to train.eval_metrics (scored on the validation rows at every pass)"
         )
     return metrics[spec.metric]
 

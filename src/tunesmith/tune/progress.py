@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from tunesmith.config.tune import TuneConfig
 from tunesmith.output import err
-from tunesmith.tune.study import finished
+from tunesmith.tune.study import DIVERGED_ATTR, finished
 
 
 def format_params(params: dict[str, object]) -> str:
@@ -52,6 +52,8 @@ class TrialLine:
         elif trial.state == TrialState.PRUNED:
             step = max(trial.intermediate_values, default=None)
             outcome = f"[yellow]pruned[/] at step {step}" if step is not None else "[yellow]pruned[/]"
+        elif DIVERGED_ATTR in trial.user_attrs:
+            outcome = "[red]diverged[/] (loss NaN/Inf)"
         else:
             outcome = f"[red]{trial.state.name.lower()}[/]"
         seconds = trial_seconds(trial) or 0

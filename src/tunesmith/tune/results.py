@@ -19,7 +19,7 @@ from tunesmith.config.schema import Config
 from tunesmith.config.tune import ObjectiveSpec
 from tunesmith.errors import UserError
 from tunesmith.tune.progress import duration, format_params, trial_seconds
-from tunesmith.tune.study import STUDY_DB, STUDY_FILE, with_driver
+from tunesmith.tune.study import DIVERGED_ATTR, STUDY_DB, STUDY_FILE, with_driver
 from tunesmith.tune.trial import trial_dir
 
 
@@ -84,7 +84,7 @@ def pareto_front(trials: list[FrozenTrial], objectives: list[ObjectiveSpec]) -> 
 def trial_cells(opened: OpenedStudy, trial: FrozenTrial) -> list[str]:
     """One trial as plain text: number, state, every objective, parameters, steps, time (`TRIAL_COLUMNS`)."""
     values = objective_values(trial)
-    state = trial.state.name.lower()
+    state = "diverged" if DIVERGED_ATTR in trial.user_attrs else trial.state.name.lower()
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
         state += f" @{max(trial.intermediate_values)}"
     if trial.system_attrs.get("failed_trial") is not None:

@@ -30,7 +30,9 @@ from tunesmith.errors import UserError
 STUDY_DB = "study.db"
 STUDY_FILE = "study.json"  # in the study folder: its name and SQLite database, for `tune show` / `tune best`
 WORKER_ATTR = "tunesmith:worker"  # system attr of a running trial: where its worker runs
+DIVERGED_ATTR = "diverged"  # user attr of a trial whose loss became NaN/Inf: why, and it counts as finished
 INTERRUPTED_ATTR = "tunesmith:interrupted"  # user attr of a trial stopped by a signal: resumed on the next run
+STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # trials that took a grid point
 
 
 @dataclass(frozen=True)
@@ -224,5 +226,11 @@ def _frozen(storage: Any, trial: FrozenTrial) -> FrozenTrial:
 
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that count toward `tune.trials`: complete or pruned."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    """Trials that count toward `tune.trials`: complete, pruned, or failed because training diverged (a retry
+    would diverge again; an interrupted trial is not finished, its retry is)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.state != TrialState.FAIL or DIVERGED_ATTR in t.user_attrs
+    ]

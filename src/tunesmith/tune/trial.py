@@ -20,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from tunesmith.config.load import validate
 from tunesmith.config.schema import Config
 from tunesmith.config.tune import ObjectiveSpec
-from tunesmith.errors import TrainingInterrupted
+from tunesmith.errors import NonFiniteLossError, TrainingInterrupted
 from tunesmith.output import silenced
 from tunesmith.recipes.train import run_train
 from tunesmith.train.checkpoint import TrainState
@@ -29,7 +29,7 @@ from tunesmith.train.run_folder import RunFolder
 from tunesmith.tune.measures import constraint, reset_peak_rss, run_value, validation_value
 from tunesmith.tune.signals import StudyStop
 from tunesmith.tune.space import config_data, resolve_space, suggest_params
-from tunesmith.tune.study import INTERRUPTED_ATTR, WORKER_ATTR, StudyPlan, worker_id
+from tunesmith.tune.study import DIVERGED_ATTR, INTERRUPTED_ATTR, WORKER_ATTR, StudyPlan, worker_id
 
 RUN_ATTR = "run"  # user attr: the trial's run folder
 
@@ -102,6 +102,9 @@ def run_trial(trial: optuna.Trial, plan: StudyPlan, stop: StudyStop, quiet: bool
             trained = run_train(run_cfg, plan.config_path, resume=resume, on_evaluate=[pruner])
     except TrainingInterrupted:
         trial.set_user_attr(INTERRUPTED_ATTR, True)
+        raise
+    except NonFiniteLossError as diverged:  # a failed trial (the study goes on), not a failed study
+        trial.set_user_attr(DIVERGED_ATTR, str(diverged))
         raise
     finally:
         gc.collect()
