@@ -301,3 +301,15 @@ def test_a_diverged_trial_fails_alone_and_the_study_goes_on(tiny_model_dir, qa_d
     assert "NaN" in trials[0].user_attrs["diverged"]
     shown = tune("show", str(tmp_path / "runs" / "study"), cwd=tmp_path)
     assert shown.returncode == 0 and "diverged" in shown.stdout, shown.stderr
+
+
+def test_a_grid_study_tries_every_point_once_across_trial_processes(tiny_model_dir, qa_data, tmp_path):
+    space = {
+        "train.lr": {"type": "categorical", "choices": [1e-3, 3e-3]},
+        "method.r": {"type": "categorical", "choices": [2, 4]},
+    }
+    path = write_study(tmp_path, tiny_model_dir, qa_data, sampler="grid", pruner="none", space=space, trials=4)
+    result = tune(str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    points = sorted((t.params["train.lr"], t.params["method.r"]) for t in trials_of(tmp_path))
+    assert points == [(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)]

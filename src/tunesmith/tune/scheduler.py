@@ -21,7 +21,6 @@ from multiprocessing.process import BaseProcess
 
 import optuna
 
-from tunesmith.config.load import validate
 from tunesmith.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from tunesmith.output import err
 from tunesmith.tune.progress import TrialLine
@@ -33,23 +32,20 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal this process gets when its par
 STAGGER_SECONDS = 1.0  # between the first trials of a parallel study, so they do not all sample before any starts
 
 
-def budget_left(study: optuna.Study, plan: StudyPlan, deadline: float | None, running: int = 0) -> bool:
-    """Whether another trial may start: trials (finished + `running`), time and optimizer steps within budget."""
+def budget_spent(study: optuna.Study, plan: StudyPlan, deadline: float | None, running: int = 0) -> str | None:
+    """Why no other trial may start (trials counting the `running` ones, grid points, time, optimizer steps), or
+    None while the budget lasts."""
     if len(finished(study)) + running >= plan.tune.trials:
-        return False
+        return ""  # the study's own end: the table says it
     points = grid_size(plan.tune)
     if points is not None and len(study.get_trials(deepcopy=False, states=STARTED)) >= points:
-        if not running:
-            err.print(f"every one of the {points} grid points has a trial; no new trial starts")
-        return False
+        return f"every one of the {points} grid points has a trial; no new trial starts"
     if deadline is not None and deadline <= time.time():
-        err.print("tune.timeout reached; no new trial starts")
-        return False
+        return "tune.timeout reached; no new trial starts"
     budget = plan.tune.step_budget
     if budget is not None and sum(t.user_attrs.get("steps", 0) for t in study.get_trials(deepcopy=False)) >= budget:
-        err.print(f"tune.step_budget of {budget} optimizer steps spent; no new trial starts")
-        return False
-    return True
+        return f"tune.step_budget of {budget} optimizer steps spent; no new trial starts"
+    return None
 
 
 def schedule(plan: StudyPlan, eval_every: int, deadline: float | None, quiet: bool) -> None:
@@ -65,10 +61,14 @@ def schedule(plan: StudyPlan, eval_every: int, deadline: float | None, quiet: bo
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
 
+    said: set[str] = set()
     with StudyStop(forward) as stop:
         while True:
-            room = stop.signum is None and len(running) < plan.tune.jobs
-            if room and budget_left(study, plan, deadline, len(running)):
+            spent = budget_spent(study, plan, deadline, len(running))
+            if spent and spent not in said:
+                err.print(spent)
+                said.add(spent)
+            if spent is None and stop.signum is None and len(running) < plan.tune.jobs:
                 args = (plan, eval_every, deadline, quiet, started, os.getpid())
                 process = context.Process(target=trial_main, args=args)
                 process.start()
@@ -117,7 +117,6 @@ def trial_main(plan: StudyPlan, eval_every: int, deadline: float | None, quiet: 
     capture_library_output(verbose=os.environ.get("TUNESMITH_VERBOSE") == "1")
     try:
         study = load_study(plan, eval_every, worker=index)
-        validate(plan.base, plan.config_path)
         with StudyStop() as stop, warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(

@@ -145,9 +145,10 @@ PRUNERS: dict[str, Callable[[TuneConfig, int], optuna.pruners.BasePruner]] = {
 def load_study(plan: StudyPlan, eval_every: int, worker: int = 0) -> optuna.Study:
     """Create the study, or join it when it exists (a rerun, another worker, another machine).
 
-    The sampler's seed is tune.seed offset by the trials already in the study and by the worker's index: a rerun
-    or a second worker draws new values instead of repeating the first process's random (startup) trials, and
-    the same command on the same study still draws the same values."""
+    The sampler's seed is tune.seed offset by the trials already in the study and by the trial process's index: a
+    rerun or another trial process draws new values instead of repeating the first one's random (startup) trials,
+    and the same command on the same study still draws the same values. The grid sampler keeps tune.seed: it
+    numbers the grid points in an order shuffled by its seed and gives trial k point k."""
     tune = plan.tune
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says what Optuna's log would
     storage = open_storage(plan.storage_url, tune)
@@ -163,6 +164,8 @@ def load_study(plan: StudyPlan, eval_every: int, worker: int = 0) -> optuna.Stud
             load_if_exists=True,
         )
         seed = tune.seed + len(study.get_trials(deepcopy=False)) + 100_003 * worker
+        if tune.sampler == "grid":  # its grid order is shuffled by the seed: every process must use the same
+            seed = tune.seed
         study.sampler = SAMPLERS[tune.sampler](tune.model_copy(update={"seed": seed}))
         return study
 
