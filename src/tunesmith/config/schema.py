@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tunesmith.config.components import DEFAULT_METHOD, method_configs, task_names
+from tunesmith.config.forgetting import ForgettingConfig
 from tunesmith.config.section import Section
 from tunesmith.config.tune import TuneConfig
 
@@ -416,11 +417,22 @@ class Config(Section):
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
 
     @model_validator(mode="after")
     def _packing_is_for_sft(self) -> Config:
         if self.train.packing == "on" and self.task.name != "sft":
             raise ValueError(f"train.packing applies to the sft task, not to {self.task.name}")
+        return self
+
+    @model_validator(mode="after")
+    def _token_mitigations_are_for_language_modelling(self) -> Config:
+        token_level = [n for n in self.forgetting.active() if n in ("replay", "kl_to_base", "ewc")]
+        if token_level and self.task.name not in ("sft", "pretrain"):
+            raise ValueError(
+                f"forgetting.{token_level[0]} works on next-token losses (tasks sft, pretrain), not on the "
+                f"{self.task.name} task; use forgetting.l2_sp"
+            )
         return self
 
     @model_validator(mode="after")

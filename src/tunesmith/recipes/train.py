@@ -25,6 +25,7 @@ from tunesmith.config import Config
 from tunesmith.data.quality.gate import check_before_training
 from tunesmith.data.tokenize import pad_id
 from tunesmith.errors import TrainingInterrupted
+from tunesmith.forgetting import add_mitigations
 from tunesmith.methods import METHODS, format_report, parameter_report
 from tunesmith.models import load_tokenizer
 from tunesmith.output import err, warn
@@ -256,6 +257,8 @@ def run_task(
             setup = _loop_setup(
                 cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing, on_evaluate or []
             )
+            if mitigations := add_mitigations(cfg, setup, tokenizer, run_path):
+                runs.write_json(RunFolder(run_path).data_report, {**data.prepared.report, "forgetting": mitigations})
             alpha = cfg.regularization.neftune_alpha
             neftune = add_neftune(model, alpha) if alpha else None
             result, fused = _train(setup, cfg, run_path, checkpoint)

@@ -34,8 +34,10 @@ from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.monitor import BestMetric, judge
 from tunesmith.train.numerics import accumulate_step
 from tunesmith.train.objective import CAUSAL_LM, Objective
+from tunesmith.train.penalties import Penalties
 from tunesmith.train.precision import autocast
 from tunesmith.train.progress import StepProgress, step_progress
+from tunesmith.train.replay import Replay
 from tunesmith.train.run_folder import RunFolder
 
 StepHook = Callable[[ckpt.TrainState], None]
@@ -70,6 +72,9 @@ class LoopSetup:
     # Train on packed micro-batches (`objective.pack`); validation keeps padded batches. See `train.packing`.
     packing: bool = False
     on_evaluate: list[EvalHook] = field(default_factory=list)  # after each validation pass but the base one
+    # Forgetting mitigation (`forgetting/`): replay rows beside each task micro-batch, penalties on the loss.
+    replay: Replay | None = None
+    penalties: Penalties = field(default_factory=Penalties)
 
     @functools.cached_property
     def lengths(self) -> list[int]:
@@ -172,6 +177,13 @@ def default_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def trained_parameters(setup: LoopSetup) -> dict[str, nn.Parameter]:
+    """Every parameter the optimizer will update, by name: frozen-for-now ones (gradual unfreezing) included."""
+    groups = (setup.param_groups or default_param_groups)(setup.model, setup.cfg)
+    wanted = {id(p) for group in groups for p in group["params"]}
+    return {name: p for name, p in setup.model.named_parameters() if id(p) in wanted}
+
+
 def _optimizer(setup: LoopSetup) -> torch.optim.Optimizer:
     groups = (setup.param_groups or default_param_groups)(setup.model, setup.cfg)
     return torch.optim.AdamW(groups, lr=setup.cfg.lr)
@@ -206,6 +218,30 @@ class StepStats:
     input_tokens: int  # non-padding tokens the model processed (the throughput unit TRL reports)
     padded_tokens: int  # tokens of the step's forward passes, padding included
     grad_norm: float  # before clipping
+    extra: dict[str, float] = field(default_factory=dict)  # replay loss and rows, penalties: logged as they are
+
+
+def _step_batches(
+    setup: LoopSetup, window: list[list[int]], step: int, budget: int | None
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """The step's task forward passes (each at most `budget` padded tokens) and its replay passes."""
+    objective = setup.objective
+    build = objective.pack if setup.packing and objective.pack is not None else objective.collate
+    parts = [part for idx in window for part in split_by_tokens(idx, setup.lengths, budget)]
+    task = [build([setup.train_data[i] for i in part], setup.pad_id) for part in parts]
+    replay = setup.replay
+    extra = [objective.collate(replay.pick(step, i), setup.pad_id) for i in range(len(window))] if replay else []
+    return task, extra
+
+
+def _loss_fn(setup: LoopSetup, replay_batches: list[dict[str, torch.Tensor]]) -> Callable:
+    """The summed-loss function of each forward pass: the objective's, or with the KL term on the rows it covers."""
+    kl = setup.penalties.kl
+    if kl is None:
+        return setup.objective.loss_sum
+    on_replay = {id(batch) for batch in replay_batches}
+    plain = setup.objective.loss_sum
+    return lambda model, batch: (kl.loss_sum if (id(batch) in on_replay) == kl.on_replay else plain)(model, batch)
 
 
 def _train_step(
@@ -213,18 +249,18 @@ def _train_step(
 ) -> StepStats:
     """One optimizer step over `window`'s micro-batches, in forward passes of at most `budget` padded tokens."""
     objective = setup.objective
-    build = objective.pack if setup.packing and objective.pack is not None else objective.collate
-    parts = [part for idx in window for part in split_by_tokens(idx, setup.lengths, budget)]
-    micro = [build([setup.train_data[i] for i in part], setup.pad_id) for part in parts]
-    checkpointing = setup.checkpointing
+    task, replay = _step_batches(setup, window, step, budget)
+    checkpointing, sums = setup.checkpointing, []
     total, denominator = accumulate_step(
         setup.model,
-        micro,
+        task + replay,
         autocast(setup.bf16),
-        objective.loss_sum,
+        _loss_fn(setup, replay),
         objective.count,
         (lambda batch: checkpointing.for_batch(batch["input_ids"].numel())) if checkpointing else None,
+        sums=sums,
     )
+    extra = setup.penalties.add_weight_gradients() if denominator else {}
     params = [p for p in setup.model.parameters() if p.requires_grad]
     max_norm = setup.cfg.max_grad_norm or float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -237,9 +273,22 @@ def _train_step(
         )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    task_tokens = sum(objective.count(mb) for mb in task)
+    task_sum, replay_sum = sum(sums[: len(task)]), sum(sums[len(task) :])
+    if (kl := setup.penalties.kl) is not None:
+        extra[f"penalty_{kl.name}"], kl_sum = kl.take()
+        task_sum, replay_sum = (task_sum, replay_sum - kl_sum) if kl.on_replay else (task_sum - kl_sum, replay_sum)
+    if replay:
+        replay_tokens = denominator - task_tokens
+        extra.update(
+            replay_loss=replay_sum / max(replay_tokens, 1),
+            replay_rows=sum(len(mb["input_ids"]) for mb in replay),
+            replay_tokens=replay_tokens,
+        )
+    micro = task + replay
     inputs = sum(real_tokens(mb) for mb in micro)
     padded = sum(mb["input_ids"].numel() for mb in micro)
-    return StepStats(total / denominator, denominator, inputs, padded, grad_norm)
+    return StepStats(task_sum / max(task_tokens, 1), task_tokens, inputs, padded, grad_norm, extra)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -411,6 +460,7 @@ class _Trainer:
             trained_tokens=stats.trained_tokens,
             tokens_per_s=round(tps, 1),
             peak_rss_mb=peak_rss_mb(),
+            **stats.extra,
         )
         if self.cfg.trim_memory_every and state.step % self.cfg.trim_memory_every == 0:
             release_freed_memory()

@@ -127,6 +127,46 @@ def token_loss_sum(
     return loss, n_tokens
 
 
+def _selected_hidden(
+    model: nn.Module, batch: dict[str, torch.Tensor], mask: torch.Tensor
+) -> tuple[torch.Tensor, nn.Module]:
+    parts = _decoder_and_head(model)
+    if parts is None:
+        raise ValueError("the KL term needs a decoder with a separate lm_head (not prompt tuning or softcapped logits)")
+    decoder, head = parts
+    hidden = decoder(**model_inputs(batch, causal=is_causal_decoder(decoder))).last_hidden_state
+    return hidden[:, :-1][mask], head
+
+
+def token_loss_and_kl_sums(
+    model: nn.Module,
+    reference: Callable[[], contextlib.AbstractContextManager[nn.Module]],
+    batch: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(summed cross-entropy, summed KL(reference ‖ model), trained tokens) over a batch's trained positions.
+
+    `reference()` enters the model to compare with (the base: the same weights with the adapter off, or a frozen
+    copy); it runs without gradients. Both sums cover the same positions, chunked as in `token_loss_sum`, so the
+    caller divides them by the step's token count like any loss.
+    """
+    targets = shifted_targets(batch["labels"])
+    mask = targets != IGNORE_INDEX
+    selected, head = _selected_hidden(model, batch, mask)
+    with torch.no_grad(), reference() as ref:
+        ref_selected, _ = _selected_hidden(ref, batch, mask)
+    wanted = targets[mask]
+    ce = selected.new_zeros((), dtype=torch.float32)
+    kl = selected.new_zeros((), dtype=torch.float32)
+    for start in range(0, selected.shape[0], _LOGIT_CHUNK):
+        with torch.no_grad(), reference() as ref:  # one chunk of its distribution at a time (~100 MB at 49k vocab)
+            ref_head = _decoder_and_head(ref)[1]  # type: ignore[index]  # checked by _selected_hidden
+            base = torch.log_softmax(ref_head(ref_selected[start : start + _LOGIT_CHUNK]).float(), dim=-1)
+        logp = torch.log_softmax(head(selected[start : start + _LOGIT_CHUNK]).float(), dim=-1)
+        ce = ce + F.nll_loss(logp, wanted[start : start + _LOGIT_CHUNK], reduction="sum")
+        kl = kl + (base.exp() * (base - logp)).sum()
+    return ce, kl, int(mask.sum())
+
+
 def accumulate_step(
     model: nn.Module,
     micro_batches: Sequence[dict[str, torch.Tensor]],
@@ -134,11 +174,13 @@ def accumulate_step(
     loss_sum_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]] | None = None,
     count_fn: Callable[[dict[str, torch.Tensor]], int] | None = None,
     before_forward: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    sums: list[float] | None = None,
 ) -> tuple[float, int]:
     """Backpropagate one optimizer step's micro-batches, each scaled by the step's total token count.
 
     Returns (summed loss, trained tokens); the step's mean loss is their ratio. Gradients accumulate in `.grad`.
     Other objectives (classification: examples instead of tokens) pass their own loss and count functions.
+    `sums`, when given, receives each micro-batch's summed loss in order (e.g. task and replay rows apart).
     """
     loss_sum_fn = loss_sum_fn or token_loss_sum
     denominator = sum(count_fn(mb) for mb in micro_batches) if count_fn else count_step_tokens(micro_batches)
@@ -152,6 +194,8 @@ def accumulate_step(
             loss_sum, _ = loss_sum_fn(model, batch)
         (loss_sum / denominator).backward()
         total += float(loss_sum.detach())
+        if sums is not None:
+            sums.append(float(loss_sum.detach()))
     return total, denominator
 
 
