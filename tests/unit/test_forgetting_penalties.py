@@ -164,3 +164,24 @@ def test_kl_penalty_tally_resets():
     penalty = KLPenalty(0.5, lambda: contextlib.nullcontext(), on_replay=True)
     penalty._kl_sum, penalty._tokens = 4.0, 8
     assert penalty.take() == (0.25, 2.0) and penalty.take() == (0.0, 0.0)
+
+
+def test_replay_rows_weigh_their_share_whatever_their_length(model, batch, tiny_tokenizer):
+    """loss = (1 − f)·task mean + f·replay mean, each a mean over its own trained tokens."""
+    from tunesmith.train.numerics import accumulate_step
+
+    long_rows, _ = encode_examples(
+        tiny_tokenizer,
+        [Example(line=1, messages=({"role": "user", "content": "q"}, {"role": "assistant", "content": "w " * 30}))],
+        64,
+    )
+    replay = collate(long_rows, tiny_tokenizer.pad_token_id)
+    share = Replay(rows=long_rows, per_batch=1, task_rows=4).share
+    assert share == pytest.approx(0.2)
+    accumulate_step(model, [batch], scale=1 - share)
+    accumulate_step(model, [replay], scale=share)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    (task_sum, task_n), (replay_sum, replay_n) = token_loss_sum(model, batch), token_loss_sum(model, replay)
+    ((1 - share) * task_sum / task_n + share * replay_sum / replay_n).backward()
+    assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(grads, model.parameters(), strict=True))

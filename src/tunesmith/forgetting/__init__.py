@@ -29,13 +29,19 @@ def _replay(cfg: Config, setup: LoopSetup, tokenizer: Any, _run: Path, _penaltie
     spec = cfg.forgetting.replay
     kept = kept_rows(spec.data or "", "forgetting.replay.data", cfg, setup.model, tokenizer, spec.max_rows)
     per_batch = rows_per_batch(cfg.train.batch_size, spec.fraction)
-    setup.replay = Replay(kept.rows, per_batch, cfg.run.seed, kept.source)
+    setup.replay = Replay(kept.rows, per_batch, cfg.run.seed, kept.source, cfg.train.batch_size)
     err.print(
-        f"replay: {per_batch} rows beside every {cfg.train.batch_size} task rows, from {len(kept.rows)} rows of "
+        f"replay: {per_batch} row(s) beside every {cfg.train.batch_size} task rows, from {len(kept.rows)} rows of "
         f"{kept.source}",
         highlight=False,
     )
-    return {**kept.report(), "rows_per_batch": per_batch, "task_rows_per_batch": cfg.train.batch_size}
+    share = round(setup.replay.share, 4)
+    return {
+        **kept.report(),
+        "rows_per_batch": per_batch,
+        "task_rows_per_batch": cfg.train.batch_size,
+        "loss_share": share,
+    }
 
 
 def _kl_to_base(cfg: Config, setup: LoopSetup, _tok: Any, _run: Path, penalties: Penalties) -> dict[str, Any]:

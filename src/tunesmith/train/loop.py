@@ -32,7 +32,7 @@ from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.memory import ActivationCheckpointing, release_freed_memory
 from tunesmith.train.metrics_log import MetricsLog
 from tunesmith.train.monitor import BestMetric, judge
-from tunesmith.train.numerics import accumulate_step
+from tunesmith.train.numerics import accumulate_step, mean_loss
 from tunesmith.train.objective import CAUSAL_LM, Objective
 from tunesmith.train.penalties import Penalties
 from tunesmith.train.precision import autocast
@@ -234,61 +234,47 @@ def _step_batches(
     return task, extra
 
 
-def _loss_fn(setup: LoopSetup, replay_batches: list[dict[str, torch.Tensor]]) -> Callable:
-    """The summed-loss function of each forward pass: the objective's, or with the KL term on the rows it covers."""
-    kl = setup.penalties.kl
-    if kl is None:
-        return setup.objective.loss_sum
-    on_replay = {id(batch) for batch in replay_batches}
-    plain = setup.objective.loss_sum
-    return lambda model, batch: (kl.loss_sum if (id(batch) in on_replay) == kl.on_replay else plain)(model, batch)
-
-
 def _train_step(
     setup: LoopSetup, window: list[list[int]], optimizer: torch.optim.Optimizer, step: int, budget: int | None
 ) -> StepStats:
     """One optimizer step over `window`'s micro-batches, in forward passes of at most `budget` padded tokens."""
-    objective = setup.objective
+    objective, kl = setup.objective, setup.penalties.kl
     task, replay = _step_batches(setup, window, step, budget)
-    checkpointing, sums = setup.checkpointing, []
-    total, denominator = accumulate_step(
-        setup.model,
-        task + replay,
-        autocast(setup.bf16),
-        _loss_fn(setup, replay),
-        objective.count,
-        (lambda batch: checkpointing.for_batch(batch["input_ids"].numel())) if checkpointing else None,
-        sums=sums,
-    )
-    extra = setup.penalties.add_weight_gradients() if denominator else {}
+    share = setup.replay.share if setup.replay else 0.0
+    checkpointing = setup.checkpointing
+    before = (lambda batch: checkpointing.for_batch(batch["input_ids"].numel())) if checkpointing else None
+    totals, tokens = [], []
+    groups = [(task, 1 - share, False)] + ([(replay, share, True)] if replay else [])
+    for batches, weight, on_replay in groups:
+        loss_fn = kl.loss_sum if kl is not None and kl.on_replay == on_replay else objective.loss_sum
+        total, count = accumulate_step(
+            setup.model, batches, autocast(setup.bf16), loss_fn, objective.count, before, scale=weight
+        )
+        totals.append(total)
+        tokens.append(count)
+    extra = setup.penalties.add_weight_gradients() if any(tokens) else {}
     params = [p for p in setup.model.parameters() if p.requires_grad]
     max_norm = setup.cfg.max_grad_norm or float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if not (math.isfinite(total) and math.isfinite(grad_norm)):
+    if not (all(math.isfinite(t) for t in totals) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
-        what = "loss" if not math.isfinite(total) else "gradient norm"
+        what = "loss" if not all(math.isfinite(t) for t in totals) else "gradient norm"
         raise NonFiniteLossError(
             f"the {what} became NaN/Inf at step {step}; nothing was saved from this step. "
             "Lower train.lr, keep train.max_grad_norm set, or check the data of this batch"
         )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    task_tokens = sum(objective.count(mb) for mb in task)
-    task_sum, replay_sum = sum(sums[: len(task)]), sum(sums[len(task) :])
-    if (kl := setup.penalties.kl) is not None:
+    if kl is not None:  # the logged losses are plain cross-entropy; the KL term is logged on its own
         extra[f"penalty_{kl.name}"], kl_sum = kl.take()
-        task_sum, replay_sum = (task_sum, replay_sum - kl_sum) if kl.on_replay else (task_sum - kl_sum, replay_sum)
+        totals[int(kl.on_replay)] -= kl_sum
     if replay:
-        replay_tokens = denominator - task_tokens
-        extra.update(
-            replay_loss=replay_sum / max(replay_tokens, 1),
-            replay_rows=sum(len(mb["input_ids"]) for mb in replay),
-            replay_tokens=replay_tokens,
-        )
+        extra.update(replay_loss=mean_loss(totals[1], tokens[1]), replay_rows=sum(len(b["input_ids"]) for b in replay))
+        extra["replay_tokens"] = tokens[1]
     micro = task + replay
     inputs = sum(real_tokens(mb) for mb in micro)
     padded = sum(mb["input_ids"].numel() for mb in micro)
-    return StepStats(task_sum / max(task_tokens, 1), task_tokens, inputs, padded, grad_norm, extra)
+    return StepStats(totals[0] / max(tokens[0], 1), tokens[0], inputs, padded, grad_norm, extra)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -174,13 +174,14 @@ def accumulate_step(
     loss_sum_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, int]] | None = None,
     count_fn: Callable[[dict[str, torch.Tensor]], int] | None = None,
     before_forward: Callable[[dict[str, torch.Tensor]], None] | None = None,
-    sums: list[float] | None = None,
+    scale: float = 1.0,
 ) -> tuple[float, int]:
     """Backpropagate one optimizer step's micro-batches, each scaled by the step's total token count.
 
     Returns (summed loss, trained tokens); the step's mean loss is their ratio. Gradients accumulate in `.grad`.
     Other objectives (classification: examples instead of tokens) pass their own loss and count functions.
-    `sums`, when given, receives each micro-batch's summed loss in order (e.g. task and replay rows apart).
+    `scale` weighs this group of micro-batches in a step made of several (replay rows: `train.replay`); the
+    group's loss is still normalised by its own token count.
     """
     loss_sum_fn = loss_sum_fn or token_loss_sum
     denominator = sum(count_fn(mb) for mb in micro_batches) if count_fn else count_step_tokens(micro_batches)
@@ -192,10 +193,8 @@ def accumulate_step(
             before_forward(batch)
         with precision if precision is not None else contextlib.nullcontext():
             loss_sum, _ = loss_sum_fn(model, batch)
-        (loss_sum / denominator).backward()
+        (loss_sum / denominator * scale).backward()  # x * 1.0 is exact: no scale, no change
         total += float(loss_sum.detach())
-        if sums is not None:
-            sums.append(float(loss_sum.detach()))
     return total, denominator
 
 
