@@ -185,3 +185,14 @@ def test_replay_rows_weigh_their_share_whatever_their_length(model, batch, tiny_
     (task_sum, task_n), (replay_sum, replay_n) = token_loss_sum(model, batch), token_loss_sum(model, replay)
     ((1 - share) * task_sum / task_n + share * replay_sum / replay_n).backward()
     assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(grads, model.parameters(), strict=True))
+
+
+def test_the_report_plots_penalties_and_replay_loss_beside_the_task_loss():
+    from tunesmith.evaluate.report.plots import loss_curves
+
+    rows = [
+        {"step": s, "train_loss": 2.0 / s, "replay_loss": 1.5, "penalty_l2_sp": 0.01 * s, "penalty_kl_to_base": 0.1}
+        for s in range(1, 12)
+    ]
+    rows.append({"step": 11, "val_loss": 0.5})
+    assert loss_curves(rows).startswith("data:image/png;base64,")

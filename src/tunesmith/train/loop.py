@@ -152,7 +152,18 @@ class InterruptAtOnce:
 
 
 def peak_rss_mb() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far.
+
+    On Linux, the VmHWM line of /proc/self/status: the high-water mark of this process's own memory since its
+    last exec (`tune` resets it per trial). getrusage's ru_maxrss is not that: Linux carries it across fork and
+    exec, so a run started by a large process (a study's scheduler, a bench script with a model loaded) would
+    report its parent's peak. Elsewhere ru_maxrss (macOS reports bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 

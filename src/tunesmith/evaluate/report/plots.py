@@ -48,10 +48,23 @@ def loss_curves(rows: Sequence[dict[str, Any]]) -> str | None:
             )
     if val:
         ax.plot(*zip(*val, strict=True), color="#d62728", marker="o", lw=2, label="validation loss")
+    replay = [(r["step"], r["replay_loss"]) for r in rows if _finite(r.get("replay_loss"))]
+    if replay:
+        ax.plot(*zip(*replay, strict=True), color="#2ca02c", ls="--", lw=1, label="replay loss (per step)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (per trained token)")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    penalties = sorted({k for r in rows for k in r if k.startswith("penalty_")})
+    if penalties:  # forgetting mitigation terms: their own scale, on the right axis
+        right = ax.twinx()
+        for name, color in zip(penalties, PALETTE[4:], strict=False):
+            points = [(r["step"], r[name]) for r in rows if _finite(r.get(name))]
+            right.plot(*zip(*points, strict=True), color=color, lw=1, ls=":", label=name.removeprefix("penalty_"))
+        right.set_ylabel("penalty added to the loss")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, frameon=False)
     return to_png(fig)
 
 
