@@ -122,3 +122,14 @@ def test_l2_sp_keeps_full_fine_tuning_near_the_pre_trained_weights(tiny_model_di
         config(tiny_model_dir, qa_data, tmp_path, "held", "method.name=full", "forgetting.l2_sp.weight=50")
     ).path
     assert _distance_from_base(held, tiny_model_dir) < 0.5 * _distance_from_base(free, tiny_model_dir)
+
+
+def test_a_missing_replay_file_fails_the_run_with_one_line(tiny_model_dir, qa_data, tmp_path):
+    from tunesmith.errors import UserError
+
+    cfg = config(tiny_model_dir, qa_data, tmp_path, "missing", f"forgetting.replay.data={tmp_path / 'nope.jsonl'}")
+    with pytest.raises(UserError) as error:
+        run_train(cfg)
+    assert "nope.jsonl" in str(error.value) and "\n" not in str(error.value)
+    status = json.loads((tmp_path / "missing" / "status.json").read_text())
+    assert status["status"] == "failed" and "nope.jsonl" in status["error"]

@@ -22,7 +22,7 @@ class ReplayConfig(Section):
         "'reference' for the base model's answers to built-in prompts (cached). null: no replay.",
     )
     fraction: float = Field(
-        0.25,
+        0.125,
         gt=0,
         lt=1,
         description="Share of each micro-batch's rows that are replay rows (added to train.batch_size task rows).",

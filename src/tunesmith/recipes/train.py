@@ -257,8 +257,7 @@ def run_task(
             setup = _loop_setup(
                 cfg, steps, data, tokenizer, model, run_path, hooks or [], objective, packing, on_evaluate or []
             )
-            if mitigations := add_mitigations(cfg, setup, tokenizer, run_path):
-                runs.write_json(RunFolder(run_path).data_report, {**data.prepared.report, "forgetting": mitigations})
+            _add_mitigations(cfg, setup, tokenizer, run_path, data)
             alpha = cfg.regularization.neftune_alpha
             neftune = add_neftune(model, alpha) if alpha else None
             result, fused = _train(setup, cfg, run_path, checkpoint)
@@ -274,6 +273,18 @@ def run_task(
         raise
     runs.set_status(run_path, "completed")
     return TrainedRun(run_path, summary)
+
+
+def _add_mitigations(cfg: Config, setup: LoopSetup, tokenizer: Any, run_path: Path, data: TaskData) -> None:
+    """The `forgetting:` section's replay rows and penalties, recorded in data_report.json. A bad replay or EWC
+    file fails the run (status `failed`) rather than leaving it `running`."""
+    try:
+        mitigations = add_mitigations(cfg, setup, tokenizer, run_path)
+    except Exception as exc:
+        runs.set_status(run_path, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    if mitigations:
+        runs.write_json(RunFolder(run_path).data_report, {**data.prepared.report, "forgetting": mitigations})
 
 
 def _start_run(run_path: Path, data: TaskData, data_check: dict[str, Any] | None) -> None:

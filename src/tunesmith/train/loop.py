@@ -241,8 +241,8 @@ def _step_batches(
     parts = [part for idx in window for part in split_by_tokens(idx, setup.lengths, budget)]
     task = [build([setup.train_data[i] for i in part], setup.pad_id) for part in parts]
     replay = setup.replay
-    extra = [objective.collate(replay.pick(step, i), setup.pad_id) for i in range(len(window))] if replay else []
-    return task, extra
+    replayed = [objective.collate(replay.pick(step, i), setup.pad_id) for i in range(len(window))] if replay else []
+    return task, replayed
 
 
 def _train_step(
@@ -250,6 +250,8 @@ def _train_step(
 ) -> StepStats:
     """One optimizer step over `window`'s micro-batches, in forward passes of at most `budget` padded tokens."""
     objective, kl = setup.objective, setup.penalties.kl
+    if kl is not None:
+        kl.take()  # a step retried after out-of-memory starts its KL tally afresh
     task, replay = _step_batches(setup, window, step, budget)
     share = setup.replay.share if setup.replay else 0.0
     checkpointing = setup.checkpointing
