@@ -59,7 +59,7 @@ def _ewc(cfg: Config, setup: LoopSetup, tokenizer: Any, run: Path, penalties: Pe
     kept = kept_rows(spec.data, "forgetting.ewc.data", cfg, setup.model, tokenizer, spec.batches * spec.batch_size)
     params = trained_parameters(setup)
     fisher, loaded = ewc.load_or_estimate(run, setup.model, params, kept.rows, pad_id(tokenizer), spec, setup.bf16)
-    penalties.weights.append(ewc.build(spec, params, fisher))
+    penalties.weights.append(ewc.build(spec, params, fisher, penalties.shared_anchors(params)))
     seconds = time.perf_counter() - started
     how = f"read from {ewc.FISHER_FILE}" if loaded else f"estimated on {spec.batches} batches in {seconds:.1f} s"
     err.print(f"ewc: λ={spec.weight}; Fisher of {len(params)} tensors {how} ({kept.source})", highlight=False)
@@ -68,7 +68,7 @@ def _ewc(cfg: Config, setup: LoopSetup, tokenizer: Any, run: Path, penalties: Pe
 
 def _l2_sp(cfg: Config, setup: LoopSetup, _tok: Any, _run: Path, penalties: Penalties) -> dict[str, Any]:
     params = trained_parameters(setup)
-    penalties.weights.append(l2_sp.build(cfg.forgetting.l2_sp.weight, params))
+    penalties.weights.append(l2_sp.build(cfg.forgetting.l2_sp.weight, params, penalties.shared_anchors(params)))
     size = sum(p.numel() for p in params.values()) * 4
     err.print(f"l2_sp: λ={cfg.forgetting.l2_sp.weight} on {len(params)} tensors ({size / 2**20:.1f} MB of anchors)")
     return {"weight": cfg.forgetting.l2_sp.weight, "tensors": len(params), "anchor_mb": round(size / 2**20, 1)}

@@ -19,7 +19,7 @@ from tunesmith.data.batching import collate
 from tunesmith.data.tokenize import Encoded
 from tunesmith.train.checkpoint import save_weights_atomically
 from tunesmith.train.numerics import token_loss_sum
-from tunesmith.train.penalties import WeightPenalty
+from tunesmith.train.penalties import WeightPenalty, starting_point
 from tunesmith.train.precision import autocast
 
 FISHER_FILE = "fisher.safetensors"
@@ -81,7 +81,11 @@ def load_or_estimate(
     return fisher, False
 
 
-def build(cfg: EWCConfig, params: dict[str, nn.Parameter], fisher: dict[str, torch.Tensor]) -> WeightPenalty:
-    """θ* is a fp32 copy of `params` now: the weights the Fisher was estimated at."""
-    anchors = {name: p.detach().float().clone() for name, p in params.items()}
-    return WeightPenalty("ewc", cfg.weight, params, anchors, fisher)
+def build(
+    cfg: EWCConfig,
+    params: dict[str, nn.Parameter],
+    fisher: dict[str, torch.Tensor],
+    anchors: dict[str, torch.Tensor] | None = None,
+) -> WeightPenalty:
+    """θ* is `anchors`, by default a fp32 copy of `params` now: the weights the Fisher was estimated at."""
+    return WeightPenalty("ewc", cfg.weight, params, anchors if anchors is not None else starting_point(params), fisher)

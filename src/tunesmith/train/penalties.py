@@ -21,6 +21,11 @@ from torch import nn
 from tunesmith.train.numerics import token_loss_and_kl_sums
 
 
+def starting_point(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    """A fp32 copy of `params` as they are now: the anchor θ* of a weight penalty."""
+    return {name: p.detach().float().clone() for name, p in params.items()}
+
+
 @dataclass
 class WeightPenalty:
     name: str  # logged as penalty_<name>
@@ -83,6 +88,13 @@ class Penalties:
 
     def __bool__(self) -> bool:
         return bool(self.weights) or self.kl is not None
+
+    def shared_anchors(self, params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+        """The starting point of `params`, copied once for every weight penalty (EWC and L2-SP share it)."""
+        for penalty in self.weights:
+            if penalty.params.keys() == params.keys():
+                return penalty.anchors
+        return starting_point(params)
 
     def add_weight_gradients(self) -> dict[str, float]:
         """Every weight penalty's gradient into `.grad`; their values by log name."""
