@@ -18,6 +18,9 @@ def chat(
         list[str] | None, typer.Option(help=r"Stop string (repeatable; \n and \t read as newline and tab); not shown")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of sampled replies")] = 0,
+    adapter: Annotated[
+        str | None, typer.Option(help="MODEL is a sequence folder: chat with the stage (per-task adapter) of this task")
+    ] = None,
 ) -> None:
     """Chat with a model in the terminal; output streams as it is generated."""
     from tunesmith.errors import UserError
@@ -25,12 +28,14 @@ def chat(
     from tunesmith.methods.loading import load_any, merged_for_inference
     from tunesmith.serve.chat import repl, stream_reply
     from tunesmith.tasks import task_of_run
-    from tunesmith.train.run_dir import find_run
+    from tunesmith.train.run_dir import find_run, stage_run
 
     if stop and "" in stop:
         raise UserError("--stop: a stop string cannot be empty")
     stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ())
     decoding = Decoding(max_new_tokens, temperature, top_p, stops, seed)
+    if adapter:
+        model = str(stage_run(model, adapter))
     run = find_run(model)
     if run is not None:
         task_of_run(run, "chat")

@@ -21,6 +21,7 @@ from tunesmith.cli import (
     models_cmd,
     predict_cmd,
     report_cmd,
+    sequence_cmd,
     train_cmd,
     tune_cmd,
 )
@@ -54,6 +55,7 @@ COMMANDS = {
     "compare": report_cmd.compare,
     "predict": predict_cmd.predict,
     "selftrain": data_semi_cmd.self_train,
+    "sequence": sequence_cmd.sequence,
     "chat": chat_cmd.chat,
     "demo": demo_cmd.demo,
     "doctor": doctor_cmd.doctor,

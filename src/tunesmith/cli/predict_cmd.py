@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tunesmith.cli.output import err, out
-from tunesmith.train.run_dir import resolve_run
+from tunesmith.train.run_dir import resolve_run, stage_run
 from tunesmith.train.run_folder import RunFolder
 
 
@@ -25,12 +25,15 @@ def predict(
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Output JSONL; default: <run>/predictions.jsonl")
     ] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="RUN is a sequence folder: use the stage (per-task adapter) of this task")
+    ] = None,
 ) -> None:
     """Predict with a trained run: labels with probabilities (classify), tags per token (ner), perplexity
     (pretrain) or answers (sft). Rows that carry gold labels are also scored."""
     from tunesmith.tasks import task_of_run
 
-    run_dir = resolve_run(run)
+    run_dir = stage_run(run, adapter) if adapter else resolve_run(run)
     task = task_of_run(run_dir, "predict")
     rows, metrics = task.predict(run_dir, str(data))
     target = out_path or RunFolder(run_dir).predictions

@@ -13,12 +13,17 @@ from tunesmith.train.run_dir import resolve_run
 
 
 def report(
-    run: Annotated[str, typer.Argument(help="Run folder, or run name under ./runs")],
+    run: Annotated[str, typer.Argument(help="Run folder, run name under ./runs, or a sequence folder")],
     output: Annotated[Path | None, typer.Option("--out", help="Write here instead of runs/<run>/report.html")] = None,
 ) -> None:
-    """One self-contained HTML page: loss curves, metrics and baselines, forgetting, bias, data and config."""
+    """One self-contained HTML page: loss curves, metrics and baselines, forgetting, bias, data and config (for a
+    sequence folder: the retention matrix, its heat map and the per-task curves)."""
     from tunesmith.evaluate.report.html import write_report
+    from tunesmith.evaluate.report.sequence_page import is_sequence, write_sequence_page
 
+    if is_sequence(Path(run)):
+        out.print(str(write_sequence_page(Path(run), output)))
+        return
     path = write_report(resolve_run(run), output)
     out.print(str(path))
 

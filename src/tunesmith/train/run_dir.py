@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import Config, dump_config
-from tunesmith.errors import UserError
+from tunesmith.errors import UserError, did_you_mean
 from tunesmith.logs import attach_run_log
 from tunesmith.train.checkpoint import complete_checkpoints, intact_checkpoint
 from tunesmith.train.run_folder import CONFIG_FILE, STATUS_FILE, RunFolder
@@ -165,3 +165,18 @@ def resolve_run(path: str | Path) -> Path:
         raise UserError(f"{path}: not a tunesmith run folder (no {CONFIG_FILE}); runs live in ./runs/<name>")
     attach_run_log(run)
     return run
+
+
+def stage_run(sequence: str | Path, adapter: str) -> Path:
+    """The run folder of the stage of a `tunesmith sequence` folder that trained task `adapter` (its own adapter
+    with `adapters: per_task`; the model right after that stage with shared training)."""
+    state = Path(sequence) / "sequence.json"
+    if not state.is_file():
+        raise UserError(f"{sequence}: --adapter picks a task of a sequence folder, and this is not one")
+    stages = json.loads(state.read_text()).get("stages", [])
+    for stage in stages:
+        if stage.get("tasks") == [adapter] and RunFolder(Path(stage["run"])).is_run():
+            return Path(stage["run"])
+    trained = [name for stage in stages for name in stage.get("tasks", []) if len(stage.get("tasks", [])) == 1]
+    hint = did_you_mean(adapter, trained)
+    raise UserError(f"{sequence}: no finished stage trained {adapter!r}.{hint} Trained: {', '.join(trained) or 'none'}")
