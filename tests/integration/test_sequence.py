@@ -128,10 +128,12 @@ def test_per_task_adapters_keep_earlier_scores_and_merge(tiny_model_dir, task_fi
 
 
 def test_joint_mode_trains_once_on_every_task(tiny_model_dir, task_files, tmp_path):
-    path = sequence_file(tmp_path, tiny_model_dir, task_files, mode="joint")
+    path = sequence_file(tmp_path, tiny_model_dir, task_files, mode="joint", order="easy_first")
     state = read_state(run_sequence(load_sequence(path), str(path)))
+    losses = state["order"]["base_loss"]
+    assert state["order"]["tasks"] == sorted(losses, key=losses.get) and set(losses) == {"colors", "numbers"}
     assert [stage["name"] for stage in state["stages"]] == ["1-joint"]
-    assert state["stages"][0]["tasks"] == ["colors", "numbers"]
+    assert sorted(state["stages"][0]["tasks"]) == ["colors", "numbers"]
     assert set(state["summary"]) == {"average", "train_seconds"}
     joint = (tmp_path / "runs" / "seq" / "data" / "joint-train.jsonl").read_text().splitlines()
     assert len(joint) > 24  # rows of both tasks, as chat turns

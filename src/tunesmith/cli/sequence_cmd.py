@@ -31,6 +31,12 @@ def sequence(
     state = read_state(folder)
     percent = [METRICS[s["metric"]].percent for s in state["base"]]
     out.print(retention_table(state["order"]["tasks"], matrix_rows(state), percent))
-    summary = {k: v for k, v in state["summary"].items() if isinstance(v, float)}
-    out.print(" · ".join(f"{k} {v:+.4f}" if k in {"bwt", "fwt"} else f"{k} {v:.4f}" for k, v in summary.items()))
+    summary = state["summary"]
+    signed = {"bwt", "fwt"}
+    numbers = [
+        f"{k} {v:+.4f}" if k in signed else f"{k} {v:.4f}"
+        for k, v in summary.items()
+        if k != "train_seconds" and isinstance(v, float)
+    ]
+    out.print(" · ".join([*numbers, f"trained {summary['train_seconds']:.0f} s"]))
     err.print(f"[green]done[/]: {folder} (sequence.json, retention.png; `tunesmith report {folder}` for the page)")

@@ -19,6 +19,7 @@ import yaml
 
 from tunesmith.config.load import validate
 from tunesmith.config.sequence import EARLIER, SequenceConfig, dump_sequence, stage_mapping
+from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import UserError
 from tunesmith.evaluate import sequence_eval
 from tunesmith.evaluate.retention import retention_summary
@@ -39,11 +40,12 @@ def run_sequence(
     seq: SequenceConfig, config_path: str, resume: bool = False, hooks: list[StepHook] | None = None
 ) -> Path:
     """Run (or resume) the sequence; returns its folder, whose sequence.json holds the matrix and summary."""
+    tasks = {task.name: sequence_eval.load_task_rows(seq, task) for task in seq.tasks}  # bad rows stop here
     folder = sequence_folder(seq, config_path, resume)
     state = read_state(folder)
-    tasks = {task.name: sequence_eval.load_task_rows(seq, task) for task in seq.tasks}
     base_cfg = tasks[seq.tasks[0].name].cfg
     tokenizer = load_tokenizer(base_cfg.model.name, trust_remote_code=base_cfg.model.trust_remote_code)
+    ensure_chat_template(tokenizer)
     base = load_causal_lm(base_cfg.model.name, trust_remote_code=base_cfg.model.trust_remote_code).eval()
     if "order" not in state:
         state["order"] = _training_order(seq, list(tasks.values()), base, tokenizer)

@@ -39,7 +39,8 @@ def heatmap(state: dict[str, Any], out: Path) -> Path:
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     for i, scores in enumerate(values):
         for j, value in enumerate(scores):
-            ax.text(j, i, _label(value, metrics[j]), ha="center", va="center", color="white", fontsize=9)
+            ink = "black" if image.norm(value) > 0.6 else "white"  # readable on viridis' light and dark ends
+            ax.text(j, i, _label(value, metrics[j]), ha="center", va="center", color=ink, fontsize=9)
     ax.set_title("score on each task (columns) after each stage (rows)")
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
