@@ -67,7 +67,8 @@ def _scores(state: dict) -> list[list[float]]:
 
 
 def test_a_sequence_fills_the_matrix_and_chains_the_stages(tiny_model_dir, task_files, tmp_path):
-    path = sequence_file(tmp_path, tiny_model_dir, task_files, stage={"forgetting": {"replay": {"data": "earlier"}}})
+    earlier = {"replay": {"data": "earlier"}, "ewc": {"weight": 1.0, "data": "earlier", "batches": 1}}
+    path = sequence_file(tmp_path, tiny_model_dir, task_files, stage={"forgetting": earlier})
     folder = run_sequence(load_sequence(path), str(path))
     state = read_state(folder)
     assert state["order"]["tasks"] == ["colors", "numbers"]
@@ -81,6 +82,8 @@ def test_a_sequence_fills_the_matrix_and_chains_the_stages(tiny_model_dir, task_
     replay = json.loads((Path(second["run"]) / "data_report.json").read_text())["forgetting"]["replay"]
     assert "earlier-2-numbers.jsonl" in replay["source"] and replay["rows"] > 0  # the colors rows, replayed
     assert not (Path(first["run"]) / "data_report.json").read_text().count('"replay"')  # nothing earlier yet
+    assert (Path(second["run"]) / "fisher.safetensors").is_file()  # EWC on the colors rows, at stage 1's weights
+    assert not (Path(first["run"]) / "fisher.safetensors").exists()
     assert (folder / "retention.png").is_file() and (folder / "retention_curves.png").is_file()
     from tunesmith.evaluate.report.sequence_page import write_sequence_page
 
@@ -161,9 +164,13 @@ def test_a_bad_sequence_config_stops_with_one_line(tiny_model_dir, task_files, t
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
-def test_the_sequence_command_reports_a_bad_config_in_one_line(tiny_model_dir, task_files, tmp_path):
-    path = sequence_file(tmp_path, tiny_model_dir, task_files, order="hardest_first")
-    result = subprocess.run([TUNESMITH, "sequence", str(path)], capture_output=True, text=True, cwd=tmp_path)
+@pytest.mark.parametrize(
+    ("extra", "expected"), [({"order": "hardest_first"}, "'order'"), ({}, "must be a plain folder name")]
+)
+def test_the_sequence_command_reports_a_bad_config_in_one_line(tiny_model_dir, task_files, tmp_path, extra, expected):
+    path = sequence_file(tmp_path, tiny_model_dir, task_files, **extra)
+    sets = [] if extra else ["--set", "run.name=../escaped"]
+    result = subprocess.run([TUNESMITH, "sequence", str(path), *sets], capture_output=True, text=True, cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "order" in lines[0] and not (tmp_path / "runs").exists()
+    assert expected in lines[0] and not (tmp_path / "runs").exists() and not (tmp_path / "escaped").exists()

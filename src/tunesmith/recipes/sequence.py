@@ -184,10 +184,12 @@ def _stage_mapping(
     forgetting = mapping.get("forgetting") or {}
     for key in ("replay", "ewc"):
         section = forgetting.get(key) or {}
-        if section.get("data") == EARLIER:
-            section["data"] = _rows_file(folder / "data" / f"earlier-{name}.jsonl", earlier) if earlier else None
-            if key == "ewc" and not earlier:
-                section["weight"] = 0.0  # nothing learnt before the first stage to protect
+        if section.get("data") != EARLIER:
+            continue
+        if earlier:
+            section["data"] = _rows_file(folder / "data" / f"earlier-{name}.jsonl", earlier)
+        else:  # the first stage: nothing learnt before it to replay or protect
+            del forgetting[key]
     return mapping
 
 
