@@ -35,7 +35,8 @@ class TaskRows:
     spec: TaskSpec
     cfg: Config  # the task's stage config, with eval.metrics = [its metric]
     test: list[Example]
-    train: list[Example]  # for the candidate labels of classification-like answers
+    train: list[Example]  # for the candidate labels of classification-like answers, and replay
+    val: list[Example]  # joint mode's validation rows
     format: str
 
 
@@ -48,7 +49,7 @@ def load_task_rows(seq: SequenceConfig, task: TaskSpec) -> TaskRows:
     rows = [e for e in test.examples if e.target is not None][: seq.max_test_rows]
     if not rows:
         raise UserError(f"{task.test}: task {task.name} has no test row with an answer to score")
-    return TaskRows(task, cfg, rows, splits.train, test.format)
+    return TaskRows(task, cfg, rows, splits.train, splits.val, test.format)
 
 
 def score_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: TaskRows) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def easy_first(model: nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequ
     """Each task's base-model loss on its first training rows (lower: easier, trained first)."""
     losses = {}
     for task in tasks:
-        rows = [e for e in task.train[:EASY_FIRST_ROWS]]
+        rows = task.train[:EASY_FIRST_ROWS]
         losses[task.spec.name] = loss_scores(model, tokenizer, rows, task.cfg, pad_id(tokenizer))["loss"]
     return losses
 

@@ -199,19 +199,13 @@ def _rows_file(path: Path, tasks: Sequence[TaskRows], split: str = "train") -> s
     lines = [
         json.dumps({"messages": list(e.messages)}, ensure_ascii=False) + "\n"
         for task in tasks
-        for e in (task.train if split == "train" else _val_rows(task))
+        for e in (task.train if split == "train" else task.val)
         if e.messages
     ]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(path)
     return str(path)
-
-
-def _val_rows(task: TaskRows):
-    from tunesmith.data.prepare import split_examples
-
-    return split_examples(task.cfg.data, task.cfg.run.seed).val
 
 
 def _joint_files(folder: Path, trained: Sequence[TaskRows]) -> tuple[str, str]:
