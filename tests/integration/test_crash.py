@@ -75,7 +75,7 @@ def test_kill9_while_saving_then_resume(point, straight, tiny_model_dir, tmp_pat
         assert rerun.returncode == 2 and "--resume" in rerun.stderr  # a plain re-run refuses to overwrite the run
     resumed = train_in_subprocess(cfg, args, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # --resume finishes it
-    assert not list(checkpoints.glob(".staging-*"))
+    assert not list(checkpoints.glob(".staging-*")) and not list(checkpoints.glob(".removing-*"))
     final = load_file(complete_checkpoints(checkpoints)[-1] / WEIGHTS)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in final)

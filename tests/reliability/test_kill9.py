@@ -3,9 +3,9 @@
 Everything runs through the real console script (`tunesmith train`, then `tunesmith train --resume`), killed
 with SIGKILL, on the tiny model (one torch thread per process, so the two random chains run side by side).
 
-- Crash points: one run is killed at each of the five crash points of `save_checkpoint` in turn
-  (`TUNESMITH_CRASH_AT`, weights@2 .. after_rotate@10), each kill followed by a `--resume` that is the next
-  victim; the sixth process finishes. 5 kill points.
+- Crash points: one run is killed at each of the six crash points of `save_checkpoint` in turn
+  (`TUNESMITH_CRASH_AT`, weights@2 .. mid_rotate@10, after_rotate@12), each kill followed by a `--resume` that is
+  the next victim; the seventh process finishes. 6 kill points.
 - Random points: two chains of 10 processes each; each process is SIGKILLed after a seeded random delay of
   0-0.25 s (0-20 steps of the tiny model) once its training has visibly started (a new row in metrics.jsonl);
   the next process of the chain is the `--resume` of the killed one, and a last `--resume` finishes each chain
@@ -15,9 +15,10 @@ with SIGKILL, on the tiny model (one torch thread per process, so the two random
 After every kill: each checkpoint that looks complete (has state.json) loads; every complete checkpoint that
 existed before the process started and still exists is byte-identical (SHA-256 of every file); the newest one
 is only ever removed by rotation after a newer one is complete; the next process says it resumes from exactly
-the newest complete checkpoint. After the final resume: exit 0, status completed, no `.staging-*` folder, and
+the newest complete checkpoint. After the final resume: exit 0, status completed, no `.staging-*` or
+`.removing-*` folder (a rotation killed midway renames before it deletes), and
 the last checkpoint (weights, optimizer, RNG), best/ and the export are bit-identical to an uninterrupted run.
-Kill points tried: 25; survived: 25 (the bit-identical end states prove every intermediate resume was exact).
+Kill points tried: 26; survived: 26 (the bit-identical end states prove every intermediate resume was exact).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ COMMON = [
     "eval.batch_size=8",
 ]
 # 36 training rows, batch 4: 9 steps an epoch.
-CRASH_CHAIN = [*COMMON, "train.epochs=2", "train.max_steps=12", "train.save_every=2", "train.keep_checkpoints=2",
+CRASH_CHAIN = [*COMMON, "train.epochs=2", "train.max_steps=14", "train.save_every=2", "train.keep_checkpoints=2",
                "train.eval_every=3"]  # fmt: skip
 RANDOM_CHAIN = [*COMMON, "train.epochs=34", "train.max_steps=300", "train.save_every=2", "train.keep_checkpoints=3",
                 "train.eval_every=10"]  # fmt: skip
@@ -134,7 +135,8 @@ def end_state(run: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 def assert_same_end_state(run: Path, straight: Path) -> None:
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
-    assert not list((run / "checkpoints").glob(".staging-*")), "staging debris survived the resume"
+    debris = [*(run / "checkpoints").glob(".staging-*"), *(run / "checkpoints").glob(".removing-*")]
+    assert not debris, "staging or rotation debris survived the resume"
     a, b = end_state(straight), end_state(run)
     assert a.keys() == b.keys()
     for name in a:

@@ -215,7 +215,7 @@ def intact_checkpoint(folder: Path) -> tuple[Path | None, list[str]]:
     return None, [f"{bad.name}: {reason}" for bad, reason in damaged]
 
 
-CRASH_POINTS = ("weights", "state", "before_rename", "after_rename", "after_rotate")
+CRASH_POINTS = ("weights", "state", "before_rename", "after_rename", "mid_rotate", "after_rotate")
 
 
 def crash_point(name: str, step: int) -> None:
@@ -228,7 +228,16 @@ def _rotate(folder: Path, keep: int, best_step: int | None) -> None:
     steps = complete_checkpoints(folder)
     for path in steps[:-keep]:
         if best_step is None or path.name != f"step-{best_step:07d}":
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_atomically(path, checkpoint_step(steps[-1]))
+
+
+def _remove_atomically(path: Path, step: int) -> None:
+    """Rename first, then delete: a kill inside the delete must not leave a `step-N` folder that still has its
+    state.json but has lost its weights (it would look complete). The hidden leftover is cleaned at the next start."""
+    trash = path.with_name(f".removing-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    crash_point("mid_rotate", step)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
@@ -245,9 +254,9 @@ def checkpoint_step(checkpoint: Path | None) -> int:
 
 
 def clean_staging(folder: Path) -> None:
-    """Remove debris of a save that was killed midway."""
+    """Remove debris of a save or a rotation that was killed midway."""
     if folder.is_dir():
-        for p in folder.glob(".staging-*"):
+        for p in [*folder.glob(".staging-*"), *folder.glob(".removing-*")]:
             shutil.rmtree(p, ignore_errors=True)
 
 
