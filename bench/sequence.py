@@ -1,6 +1,7 @@
 """Does a mitigation keep earlier tasks through a sequence? smollm2-135m LoRA learns SST-2 (label words) → WNUT-17
 as generation (list the entities) → Alpaca, through `tunesmith sequence`, with no mitigation, with replay of the
-earlier tasks' rows, and jointly on all three (the upper reference).
+earlier tasks' rows, jointly on all three (the upper reference), and with one adapter per task merged into one at
+the end (`per_task`).
 
     .venv/bin/python bench/sequence.py                                  # every setting (~40 min on 2 cores)
     .venv/bin/python bench/sequence.py --settings none,replay --seed 1  # some of them, another seed
@@ -46,6 +47,9 @@ SETTINGS: dict[str, dict] = {
     "none": {},
     "replay": {"stage": {"forgetting": {"replay": {"data": "earlier", "fraction": 0.25}}}},
     "joint": {"mode": "joint"},
+    # A new LoRA adapter per task on the original base (earlier ones frozen: no forgetting by construction), then
+    # one adapter merged from the three by TIES; the merged row is what a single deployable adapter keeps.
+    "per_task": {"adapters": "per_task", "merge": {"combination": "ties", "density": 0.5}},
 }
 
 
@@ -133,6 +137,8 @@ def table(results: dict[str, dict]) -> str:
         lines.append("  base        " + "".join(f"{100 * s['score']:>9.1f}%" for s in state["base"]))
         for stage in state["stages"]:
             lines.append(f"  {stage['name']:<12}" + "".join(f"{100 * s['score']:>9.1f}%" for s in stage["scores"]))
+        if "merged" in state:
+            lines.append("  merged      " + "".join(f"{100 * s['score']:>9.1f}%" for s in state["merged"]["scores"]))
     return "\n".join(lines)
 
 

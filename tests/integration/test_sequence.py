@@ -90,6 +90,17 @@ def test_a_sequence_fills_the_matrix_and_chains_the_stages(tiny_model_dir, task_
     assert "Retention matrix" in write_sequence_page(folder).read_text()
 
 
+def test_reference_replay_keeps_the_original_base_answers_in_every_stage(tiny_model_dir, task_files, tmp_path):
+    replay = {"replay": {"data": "reference", "fraction": 0.25}}
+    path = sequence_file(tmp_path, tiny_model_dir, task_files, stage={"forgetting": replay})
+    state = read_state(run_sequence(load_sequence(path), str(path)))
+    first, second = state["stages"]
+    assert second["base"] == first["next_base"] != str(tiny_model_dir)
+    for stage in state["stages"]:  # stage 2 starts from stage 1's weights, yet replays the original base's answers
+        source = json.loads((Path(stage["run"]) / "data_report.json").read_text())["forgetting"]["replay"]["source"]
+        assert f"({tiny_model_dir})" in source and source.count("cached") == 1
+
+
 def test_a_resumed_sequence_equals_an_uninterrupted_one(tiny_model_dir, task_files, tmp_path):
     straight = read_state(
         run_sequence(load_sequence(p := sequence_file(tmp_path / "a", tiny_model_dir, task_files)), str(p))

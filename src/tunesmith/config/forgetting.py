@@ -56,6 +56,11 @@ class L2SPConfig(Section):
 
 
 class ForgettingConfig(Section):
+    reference_model: str | None = Field(
+        None,
+        description="Whose answers 'reference' means: a model id or folder. null: model.name, the weights training "
+        "starts from (a task sequence sets it to the original base, so later stages keep what the base knew).",
+    )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     kl_to_base: KLToBaseConfig = Field(default_factory=KLToBaseConfig)
     ewc: EWCConfig = Field(default_factory=EWCConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -57,27 +58,29 @@ def cache_key(model_name: str, prompts: tuple[str, ...], new_tokens: int) -> str
 
 
 def generated_reference(
-    base: nn.Module,
+    base: nn.Module | Callable[[], nn.Module],
     tokenizer: PreTrainedTokenizerBase,
     model_name: str,
     new_tokens: int,
     batch_size: int = 16,
     cache_root: Path | None = None,
 ) -> tuple[list[Example], str]:
-    """(prompt, base answer) conversations for PROBE_PROMPTS; generated on first use, then read from the cache."""
+    """(prompt, base answer) conversations for PROBE_PROMPTS; generated on first use, then read from the cache.
+    `base` may be a loader, called only when the answers are not cached yet."""
     path = (cache_root or cache_dir()) / "audit" / f"reference-{cache_key(model_name, PROBE_PROMPTS, new_tokens)}.json"
     if path.is_file():
         answers = json.loads(path.read_text())["answers"]
     else:
         conversations = [[{"role": "user", "content": p}] for p in PROBE_PROMPTS]
-        answers = generate_all(base, tokenizer, conversations, Decoding(new_tokens), batch_size)
+        model = base if isinstance(base, nn.Module) else base()
+        answers = generate_all(model, tokenizer, conversations, Decoding(new_tokens), batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"model": model_name, "new_tokens": new_tokens, "prompts": PROBE_PROMPTS, "answers": answers})
     examples = [
         Example(line=i + 1, messages=({"role": "user", "content": p}, {"role": "assistant", "content": a}))
         for i, (p, a) in enumerate(zip(PROBE_PROMPTS, answers, strict=True))
     ]  # an empty answer still scores the end-of-turn token the base chose
-    return examples, f"base-model answers to {len(PROBE_PROMPTS)} built-in prompts (cached: {path})"
+    return examples, f"base-model answers ({model_name}) to {len(PROBE_PROMPTS)} built-in prompts (cached: {path})"
 
 
 def user_reference(path: str, max_rows: int) -> tuple[list[Example], str]:

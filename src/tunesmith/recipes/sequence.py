@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tunesmith.config import Config
+from tunesmith.config.forgetting import REFERENCE
 from tunesmith.config.load import validate
 from tunesmith.config.sequence import EARLIER, SequenceConfig, dump_sequence, stage_mapping
 from tunesmith.data.tokenize import ensure_chat_template
 from tunesmith.errors import UserError
 from tunesmith.evaluate import sequence_eval
+from tunesmith.evaluate.reference import generated_reference
 from tunesmith.evaluate.retention import retention_summary
 from tunesmith.evaluate.sequence_eval import TaskRows
 from tunesmith.methods.loading import load_run
@@ -56,12 +60,13 @@ def run_sequence(
         state["base"] = sequence_eval.score_all(base, tokenizer, ordered, _dim)
         _save(folder, state)
     state.setdefault("stages", [])
-    previous = base_cfg.model.name
+    previous, reference = base_cfg.model.name, _original_reference(ordered, base, tokenizer, base_cfg)
     for index, trained in enumerate(_stages(seq, ordered)):
         if index < len(state["stages"]) and state["stages"][index].get("status") == "scored":
             previous = state["stages"][index]["next_base"]
             continue
-        record = _run_stage(seq, folder, index, trained, ordered, previous, config_path, hooks)
+        stage_inputs = _StageInputs(previous, reference, config_path, hooks)
+        record = _run_stage(seq, folder, index, trained, ordered, stage_inputs)
         record |= _score_stage(seq, state, index, record, ordered, base, base_cfg)
         record["next_base"] = _next_base(seq, Path(record["run"]), previous)
         _store_stage(folder, state, index, record)
@@ -133,20 +138,42 @@ def _stage_name(index: int, trained: Sequence[TaskRows]) -> str:
     return f"{index + 1}-{trained[0].spec.name if len(trained) == 1 else 'joint'}"
 
 
+def _uses_reference(cfg: Config) -> bool:
+    replay, ewc = cfg.forgetting.replay, cfg.forgetting.ewc
+    return replay.data == REFERENCE or (ewc.weight > 0 and ewc.data == REFERENCE)
+
+
+def _original_reference(ordered: list[TaskRows], base, tokenizer, base_cfg: Config) -> str | None:
+    """The original base model's name when a stage replays or protects `reference` (its answers generated and
+    cached now, while it is in memory): a later stage starts from the previous stage's weights, whose own answers
+    are not what to keep."""
+    if not any(_uses_reference(task.cfg) for task in ordered):
+        return None
+    audit = base_cfg.audit
+    generated_reference(base, tokenizer, base_cfg.model.name, audit.reference_new_tokens, audit.batch_size)
+    return base_cfg.model.name
+
+
+@dataclass(frozen=True)
+class _StageInputs:
+    previous: str  # the weights the stage starts from
+    reference: str | None  # the original base, whose answers `reference` means (None: no stage uses them)
+    config_path: str
+    hooks: list[StepHook] | None
+
+
 def _run_stage(
     seq: SequenceConfig,
     folder: Path,
     index: int,
     trained: list[TaskRows],
     ordered: list[TaskRows],
-    previous: str,
-    config_path: str,
-    hooks: list[StepHook] | None,
+    inputs: _StageInputs,
 ) -> dict[str, Any]:
     """Train the stage as a run folder under stages/ (resumed when it exists, skipped when it completed)."""
-    name = _stage_name(index, trained)
-    earlier = ordered[:index]
-    cfg = validate(_stage_mapping(seq, folder, name, trained, earlier, previous), f"{config_path}: stage {name}")
+    name, previous, config_path, hooks = _stage_name(index, trained), inputs.previous, inputs.config_path, inputs.hooks
+    mapping = _stage_mapping(seq, folder, name, trained, ordered[:index], inputs)
+    cfg = validate(mapping, f"{config_path}: stage {name}")
     run_dir = folder / "stages" / name
     status = RunFolder(run_dir).status
     done = status.is_file() and json.loads(status.read_text()).get("status") == "completed"
@@ -170,18 +197,22 @@ def _stage_mapping(
     name: str,
     trained: list[TaskRows],
     earlier: list[TaskRows],
-    previous: str,
+    inputs: _StageInputs,
 ) -> dict[str, Any]:
     """The stage's raw config: its task's (or for joint, the first task's) sections, the stage's base weights,
-    its run folder, and the earlier tasks' rows wherever the config says `earlier`."""
+    its run folder, the earlier tasks' rows wherever the config says `earlier`, and the original base as the model
+    whose answers `reference` means."""
     mapping = stage_mapping(seq, trained[0].spec)
-    mapping.setdefault("model", {})["name"] = previous if seq.adapters == "shared" else trained[0].cfg.model.name
+    model = inputs.previous if seq.adapters == "shared" else trained[0].cfg.model.name
+    mapping.setdefault("model", {})["name"] = model
     mapping["run"] = {"seed": seq.run.seed, "output_dir": str(folder / "stages"), "name": name}
     if len(trained) > 1:
         data = mapping["data"]
         data["train"], data["val"] = _joint_files(folder, trained)
         data.update(format="chat", system_prompt=None, max_train_rows=None)
     forgetting = mapping.get("forgetting") or {}
+    if inputs.reference and forgetting.get("reference_model") is None:
+        mapping.setdefault("forgetting", forgetting)["reference_model"] = inputs.reference
     for key in ("replay", "ewc"):
         section = forgetting.get(key) or {}
         if section.get("data") != EARLIER:
