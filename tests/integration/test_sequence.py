@@ -133,9 +133,10 @@ def test_per_task_adapters_keep_earlier_scores_and_merge(tiny_model_dir, task_fi
     assert len(state["merged"]["scores"]) == 2 and "merged_average" in state["summary"]
     assert (Path(state["merged"]["adapter"]) / "adapter_model.safetensors").is_file()
     predict = [TUNESMITH, "predict", str(folder), "--data", task_files["numbers"]["test"], "--out", "p.jsonl"]
-    done = subprocess.run([*predict, "--adapter", "numbers"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 8
+    for adapter in ("numbers", "merged"):
+        done = subprocess.run([*predict, "--adapter", adapter], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 8
     wrong = subprocess.run([*predict, "--adapter", "number"], cwd=tmp_path, capture_output=True, text=True)
     lines = [line for line in wrong.stderr.splitlines() if line.strip()]
     assert wrong.returncode != 0 and len(lines) == 1 and 'Did you mean "numbers"' in lines[0], wrong.stderr

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from tunesmith.methods.base import save_with_tokenizer
 from tunesmith.methods.loading import load_run, run_config
 from tunesmith.models import load_causal_lm
+from tunesmith.train.run_dir import set_status
 from tunesmith.train.run_folder import RunFolder
 
 
@@ -77,6 +79,30 @@ def merge_adapters(
                 item.rename(folder / item.name)
             nested.rmdir()
         tokenizer.save_pretrained(folder)
+
+    return _write_atomically(out, write)
+
+
+def merged_adapter_run(
+    run_dirs: Sequence[Path],
+    names: Sequence[str],
+    out: Path,
+    combination: str,
+    weights: Sequence[float] | None = None,
+    density: float = 0.5,
+) -> Path:
+    """`merge_adapters` written as a run folder at `out` (adapter/, the first run's config.yaml with the data format
+    left to detection, a status.json that says what was merged), so predict, chat, eval and audit load it like
+    any finished run."""
+
+    def write(folder: Path) -> None:
+        run = RunFolder(folder)
+        merge_adapters(run_dirs, names, run.adapter, combination, weights, density)
+        config = yaml.safe_load(RunFolder(run_dirs[0]).config.read_text())
+        # The merge serves every task: rows are read by their own format, with no one task's system prompt.
+        config.setdefault("data", {}).update(format="auto", system_prompt=None)
+        run.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        set_status(folder, "completed", merged_from=list(names), combination=combination, density=density)
 
     return _write_atomically(out, write)
 

@@ -29,7 +29,7 @@ from tunesmith.evaluate.reference import generated_reference
 from tunesmith.evaluate.retention import retention_summary
 from tunesmith.evaluate.sequence_eval import TaskRows
 from tunesmith.methods.loading import load_run
-from tunesmith.methods.merge import merge_adapters, whole_model_folder
+from tunesmith.methods.merge import merged_adapter_run, whole_model_folder
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.output import err
 from tunesmith.recipes.train import run_train
@@ -38,6 +38,7 @@ from tunesmith.train.run_dir import write_json
 from tunesmith.train.run_folder import RunFolder
 
 STATE_FILE, CONFIG_FILE = "sequence.json", "sequence.yaml"
+MERGED = "merged"  # the run folder of the merged per-task adapters, and its name for `--adapter`
 
 
 def run_sequence(
@@ -294,16 +295,10 @@ def _merge_and_score(
     runs = [Path(stage["run"]) for stage in state["stages"]]
     names = [stage["tasks"][0] for stage in state["stages"]]
     err.print(f"merging {len(runs)} adapters ({seq.merge.combination})")
-    out = merge_adapters(
-        runs, names, folder / "merged-adapter", seq.merge.combination, seq.merge.weights, seq.merge.density
-    )
-    from peft import PeftModel
-
-    base_cfg = ordered[0].cfg
-    base = load_causal_lm(base_cfg.model.name, trust_remote_code=base_cfg.model.trust_remote_code)
-    model = PeftModel.from_pretrained(base, str(out)).eval()
-    scores = sequence_eval.score_all(model, tokenizer, ordered, _dim)
-    return {"adapter": str(out), "combination": seq.merge.combination, "scores": scores}
+    merge = seq.merge
+    run = merged_adapter_run(runs, names, folder / MERGED, merge.combination, merge.weights, merge.density)
+    scores = sequence_eval.score_all(load_run(run).model, tokenizer, ordered, _dim)
+    return {"run": str(run), "adapter": str(RunFolder(run).adapter), "combination": merge.combination, "scores": scores}
 
 
 def summarise(seq: SequenceConfig, state: dict[str, Any]) -> dict[str, Any]:

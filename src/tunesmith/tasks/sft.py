@@ -15,7 +15,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import Config
+from tunesmith.data.detect import detect_format
 from tunesmith.data.formats import FORMATS, RowError
+from tunesmith.data.io import read_records
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.tokenize import pad_id, with_chat_template
 from tunesmith.errors import UserError
@@ -74,6 +76,8 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     assert cfg is not None  # a run always has its config
     report = RunFolder(run_dir).data_report
     fmt = json.loads(report.read_text())["format"] if report.is_file() else cfg.data.format
+    if fmt == "auto":  # a run that serves several formats (a sequence's merged adapter): the rows say which
+        fmt = detect_format(read_records(data_path)[0], data_path)
     if fmt in {"text", "auto"}:
         raise UserError(f"{run_dir}: predict for task sft needs a run trained on prompt/answer rows (format {fmt})")
     rows = read_unlabeled(data_path, fmt, cfg.data.system_prompt)

@@ -169,14 +169,20 @@ def resolve_run(path: str | Path) -> Path:
 
 def stage_run(sequence: str | Path, adapter: str) -> Path:
     """The run folder of the stage of a `tunesmith sequence` folder that trained task `adapter` (its own adapter
-    with `adapters: per_task`; the model right after that stage with shared training)."""
+    with `adapters: per_task`; the model right after that stage with shared training), or of the merged adapter
+    (`merged`)."""
     state = Path(sequence) / "sequence.json"
     if not state.is_file():
         raise UserError(f"{sequence}: --adapter picks a task of a sequence folder, and this is not one")
-    stages = json.loads(state.read_text()).get("stages", [])
+    recorded = json.loads(state.read_text())
+    stages = recorded.get("stages", [])
     for stage in stages:
         if stage.get("tasks") == [adapter] and RunFolder(Path(stage["run"])).is_run():
             return Path(stage["run"])
+    merged = recorded.get("merged", {}).get("run")
+    if adapter == "merged" and merged and RunFolder(Path(merged)).is_run():
+        return Path(merged)
     trained = [name for stage in stages for name in stage.get("tasks", []) if len(stage.get("tasks", [])) == 1]
+    trained += ["merged"] if merged else []
     hint = did_you_mean(adapter, trained)
     raise UserError(f"{sequence}: no finished stage trained {adapter!r}.{hint} Trained: {', '.join(trained) or 'none'}")
