@@ -1,0 +1,280 @@
+"""Continuous batching: every request in flight is decoded in one batch, one token per step, with a shared KV cache.
+
+A request joins between two decode steps (its prompt runs once, alone, and its cache is left-padded into the
+batch's) and leaves the step it finishes (its row is dropped from the cache), so a short answer never waits for a
+long one and a new request never waits for the batch to drain. Rows are left-padded: every row's newest token sits
+in the last column, and each row carries its own position ids. The loop runs in one thread of its own (torch ops
+release the GIL); callers submit requests from any thread and receive events through `Handle`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.evaluate.generate import cut_at_stop
+from tunesmith.serve.batch_cache import BatchCache
+from tunesmith.serve.sampling import Sampling, next_tokens
+from tunesmith.train.precision import inference
+
+
+class QueueFull(Exception):
+    """The engine's waiting queue is at its bound; the caller should retry later."""
+
+
+@dataclass
+class Event:
+    """What a request produced since the last event: new text, and at the end why it finished."""
+
+    text: str
+    finish_reason: str | None = None  # stop | length | cancelled | error
+    completion_tokens: int = 0
+
+
+@dataclass
+class Handle:
+    """A submitted request. Events go to `on_event` when given (e.g. an asyncio queue's thread-safe put), else to
+    a thread-safe queue that `events()` reads. `cancel()` frees its batch slot at the next step."""
+
+    id: int
+    prompt_tokens: int
+    on_event: Callable[[Event], None] | None = None
+    _queue: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def emit(self, event: Event) -> None:
+        (self.on_event or self._queue.put)(event)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def events(self, timeout: float | None = None):
+        """Events until the last one (blocking); for callers without an event loop."""
+        while True:
+            event = self._queue.get(timeout=timeout)
+            yield event
+            if event.finish_reason is not None:
+                return
+
+    def result(self, timeout: float | None = None) -> Event:
+        """The whole text and the finish reason, once finished."""
+        parts, last = [], Event("")
+        for last in self.events(timeout):
+            parts.append(last.text)
+        return Event("".join(parts), last.finish_reason, last.completion_tokens)
+
+
+@dataclass
+class _Row:
+    handle: Handle
+    sampling: Sampling
+    prompt_len: int
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)  # generated so far; the last one is not yet fed to the model
+    sent: int = 0  # characters of the answer already emitted
+
+    @property
+    def position(self) -> int:
+        """Position id of the newest token (the prompt holds positions 0 .. prompt_len-1)."""
+        return self.prompt_len + len(self.tokens) - 1
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    waiting: int
+    active: int
+    steps: int
+    generated_tokens: int
+
+
+class Engine:
+    """Owns the model while serving. `submit` is thread-safe; `close` stops the loop and finishes what is left."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        bf16: bool = True,
+        eos_ids: set[int] | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)
+        self._waiting: deque[tuple[Handle, list[int], Sampling]] = deque()
+        self._wake = threading.Condition()
+        self._rows: list[_Row] = []
+        self._cache = BatchCache()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._steps = self._generated = 0
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="tunesmith-engine", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, prompt_ids: list[int], sampling: Sampling, on_event: Callable[[Event], None] | None = None
+    ) -> Handle:
+        """Queue a request; raises QueueFull when `max_queue` requests are already waiting for a slot."""
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        handle = Handle(next(self._ids), len(prompt_ids), on_event)
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting")
+            self._waiting.append((handle, prompt_ids, sampling))
+            self._wake.notify()
+        return handle
+
+    def stats(self) -> EngineStats:
+        return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated)
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    # The loop: admit waiting requests into free slots, then one decode step for every row.
+    def _loop(self) -> None:
+        try:
+            with inference(self.model, self.bf16):
+                while True:
+                    with self._wake:
+                        while not self._closed and not self._waiting and not self._rows:
+                            self._wake.wait()
+                        if self._closed and not self._waiting and not self._rows:
+                            return
+                    self._admit()
+                    if self._rows:
+                        self._step()
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear of it, then it propagates
+            self._failure = exc
+            self._fail_everything(exc)
+            raise
+
+    def _admit(self) -> None:
+        while len(self._rows) < self.max_batch:
+            with self._wake:
+                if not self._waiting:
+                    return
+                handle, prompt_ids, sampling = self._waiting.popleft()
+            if handle.cancelled:
+                handle.emit(Event("", "cancelled"))
+                continue
+            self._prefill(handle, prompt_ids, sampling)
+
+    def _prefill(self, handle: Handle, prompt_ids: list[int], sampling: Sampling) -> None:
+        ids = torch.tensor([prompt_ids])
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        generator = sampling.generator()
+        row = _Row(handle, sampling, len(prompt_ids), generator)
+        self._cache.join(out.cache, len(prompt_ids))
+        self._rows.append(row)
+        first = next_tokens(out.logits[:, -1, :], [sampling], [generator])
+        self._advance([first[0]])
+
+    def _step(self) -> None:
+        ids = torch.tensor([[row.tokens[-1]] for row in self._rows])
+        positions = torch.tensor([[row.position] for row in self._rows])
+        mask = self._cache.extended_mask()
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=self._cache.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._cache.accept_step(out.cache, mask)
+        self._steps += 1
+        rows = self._rows
+        chosen = next_tokens(out.logits[:, -1, :], [r.sampling for r in rows], [r.generator for r in rows])
+        self._advance(chosen)
+
+    def _advance(self, chosen: list[int]) -> None:
+        """Append each row's new token (the last rows when fewer tokens than rows: a prefill), emit text, and drop
+        the rows that finished."""
+        start = len(self._rows) - len(chosen)
+        finished = []
+        for offset, token in enumerate(chosen):
+            index = start + offset
+            row = self._rows[index]
+            reason = self._append(row, token)
+            if reason is not None:
+                finished.append(index)
+        if finished:
+            keep = [i for i in range(len(self._rows)) if i not in set(finished)]
+            self._rows = [self._rows[i] for i in keep]
+            self._cache.keep(keep)
+
+    def _append(self, row: _Row, token: int) -> str | None:
+        """Record one new token of `row`; emit the text that can no longer change; return why it finished."""
+        if row.handle.cancelled:
+            self._finish(row, row.sent, "cancelled")
+            return "cancelled"
+        if token in self.eos_ids:
+            return self._finish(row, None, "stop")
+        row.tokens.append(token)
+        self._generated += 1
+        text = self._text(row)
+        cut = cut_at_stop(text, row.sampling.stop)
+        if len(cut) < len(text):
+            return self._finish(row, len(cut), "stop", text=cut)
+        if len(row.tokens) >= row.sampling.max_tokens:
+            return self._finish(row, None, "length", text=text)
+        safe = len(text) - row.sampling.hold()
+        while safe > row.sent and text[safe - 1] == "\ufffd":  # half a multi-byte character: wait for the rest
+            safe -= 1
+        if safe > row.sent:
+            row.handle.emit(Event(text[row.sent : safe]))
+            row.sent = safe
+        return None
+
+    def _finish(self, row: _Row, end: int | None, reason: str, text: str | None = None) -> str:
+        text = self._text(row) if text is None else text
+        end = len(text) if end is None else end
+        row.handle.emit(Event(text[row.sent : end], reason, completion_tokens=len(row.tokens)))
+        row.sent = end
+        return reason
+
+    def _text(self, row: _Row) -> str:
+        return self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        message = f"error: {type(exc).__name__}: {exc}"
+        for row in self._rows:
+            row.handle.emit(Event("", "error", completion_tokens=len(row.tokens)))
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+            self._closed = True
+        for handle, _, _ in waiting:
+            handle.emit(Event("", "error"))
+        self.failure_message = message
+
+
+def end_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Tokens that end an answer: the tokenizer's EOS and the generation config's (a chat model's end-of-turn)."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    found: Any = getattr(config, "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, found):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids

@@ -1,0 +1,152 @@
+"""The continuous-batching engine on a tiny model: greedy answers equal `model.generate` run one prompt at a time,
+whatever joins or leaves the batch meanwhile; stop strings, max_tokens, cancellation, the queue bound, and seeded
+sampling that repeats whatever shares the batch."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from tunesmith.serve.batch_cache import BatchCache
+from tunesmith.serve.engine import Engine, QueueFull
+from tunesmith.serve.sampling import Sampling
+
+pytestmark = pytest.mark.unit
+PROMPTS = ["The quick brown", "What is the capital of France?", "0123", "Extract the name and city: Maria lives in"]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_tokenizer):
+    """A tiny Llama with larger random weights than the shared one: its greedy answers vary token to token (the
+    shared model repeats one token), so equal answers really check the cache."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval(), tiny_tokenizer
+
+
+def one_at_a_time(model, tokenizer, prompt: str, max_tokens: int) -> list[int]:
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_greedy_batch_equals_one_at_a_time_while_rows_join_and_leave(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    lengths = [12, 3, 20, 7]  # rows leave at different steps; later ones join mid-way through earlier ones
+    engine = Engine(model, tokenizer, max_batch=3, bf16=False, eos_ids=set())
+    try:
+        handles = []
+        for prompt, length in zip(PROMPTS, lengths, strict=True):
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            handles.append(engine.submit(ids, Sampling(max_tokens=length, temperature=0)))
+            time.sleep(0.01)
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        engine.close()
+    for prompt, length, result in zip(PROMPTS, lengths, results, strict=True):
+        expected = tokenizer.decode(one_at_a_time(model, tokenizer, prompt, length), skip_special_tokens=True)
+        assert result.text == expected and result.finish_reason == "length" and result.completion_tokens == length
+    assert engine.stats().active == 0 and engine.stats().generated_tokens == sum(lengths)
+
+
+def test_stop_string_ends_the_answer_before_it_and_streams_nothing_of_it(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    full = tokenizer.decode(one_at_a_time(model, tokenizer, PROMPTS[1], 16), skip_special_tokens=True)
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    engine = Engine(model, tokenizer, bf16=False, eos_ids=set())
+    try:
+        handle = engine.submit(ids, Sampling(max_tokens=16, temperature=0, stop=(stop,)))
+        events = list(handle.events(timeout=60))
+    finally:
+        engine.close()
+    text = "".join(e.text for e in events)
+    assert text == full[: full.find(stop)] and events[-1].finish_reason == "stop"
+
+
+def test_end_token_finishes_with_stop(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    first = one_at_a_time(model, tokenizer, PROMPTS[0], 12)
+    end = next(i for i in range(1, len(first)) if first[i] not in first[:i])  # its first appearance ends the answer
+    engine = Engine(model, tokenizer, bf16=False, eos_ids={first[end]})
+    try:
+        result = engine.submit(ids, Sampling(max_tokens=10, temperature=0)).result(timeout=60)
+    finally:
+        engine.close()
+    assert result.finish_reason == "stop" and result.completion_tokens == end
+    assert result.text == tokenizer.decode(first[:end], skip_special_tokens=True)
+
+
+def test_seeded_sampling_repeats_whatever_shares_the_batch(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[2], add_special_tokens=False)["input_ids"]
+    sampled = Sampling(max_tokens=12, temperature=1.0, top_p=0.9, seed=7)
+    engine = Engine(model, tokenizer, bf16=False, eos_ids=set())
+    try:
+        alone = engine.submit(ids, sampled).result(timeout=60).text
+        crowd = [engine.submit(ids, Sampling(max_tokens=12, temperature=1.0, seed=s)) for s in range(3)]
+        again = engine.submit(ids, sampled)
+        texts = [h.result(timeout=60).text for h in crowd]
+        assert again.result(timeout=60).text == alone
+        assert len(set(texts)) > 1  # different seeds, different answers
+    finally:
+        engine.close()
+
+
+def test_cancel_frees_the_slot_and_a_full_queue_refuses(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    engine = Engine(model, tokenizer, max_batch=1, max_queue=1, bf16=False, eos_ids=set())
+    try:
+        long = engine.submit(ids, Sampling(max_tokens=200, temperature=0))
+        time.sleep(0.05)
+        waiting = engine.submit(ids, Sampling(max_tokens=2, temperature=0))
+        with pytest.raises(QueueFull):
+            engine.submit(ids, Sampling(max_tokens=2, temperature=0))
+        long.cancel()
+        assert long.result(timeout=60).finish_reason == "cancelled"
+        assert waiting.result(timeout=60).finish_reason == "length"
+    finally:
+        engine.close()
+
+
+def test_batch_cache_drops_columns_no_row_uses():
+    cache = BatchCache()
+
+    class Layer:
+        def __init__(self, n):
+            self.keys = self.values = torch.ones(1, 1, n, 2)
+
+    class Cache:
+        def __init__(self, n):
+            self.layers = [Layer(n)]
+
+    import tunesmith.serve.batch_cache as module
+
+    original = module._check_full_attention
+    module._check_full_attention = lambda cache: None
+    try:
+        cache.join(Cache(5), 5)
+        cache.join(Cache(2), 2)
+    finally:
+        module._check_full_attention = original
+    assert cache.mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    cache.keep([1])
+    assert cache.mask.tolist() == [[1, 1]] and cache.cache.layers[0].keys.shape == (1, 1, 2, 2)
