@@ -22,6 +22,7 @@ from tunesmith.cli import (
     predict_cmd,
     report_cmd,
     sequence_cmd,
+    serve_cmd,
     train_cmd,
     tune_cmd,
 )
@@ -57,6 +58,7 @@ COMMANDS = {
     "selftrain": data_semi_cmd.self_train,
     "sequence": sequence_cmd.sequence,
     "chat": chat_cmd.chat,
+    "serve": serve_cmd.serve,
     "demo": demo_cmd.demo,
     "doctor": doctor_cmd.doctor,
 }

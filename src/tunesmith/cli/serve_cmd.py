@@ -1,0 +1,32 @@
+"""`tunesmith serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="Run folder/name, catalog name, Hub id or local model folder")],
+    host: Annotated[str, typer.Option(help="Address to listen on; a non-local one needs API keys")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(help="API keys, one per line (name:key); re-read when it changes. Or set $TUNESMITH_API_KEYS"),
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(help="MODEL is a sequence folder: serve this task's stage")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, max=256, help="Requests decoded together")] = 16,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more get 429")] = 64,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Cap (and default) of a request's max_tokens")] = 1024,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    from tunesmith.serve.app import Limits
+    from tunesmith.serve.server import ServeOptions
+    from tunesmith.serve.server import serve as run_server
+    from tunesmith.train.run_dir import stage_run
+
+    target = str(stage_run(model, adapter)) if adapter else model
+    limits = Limits(max_tokens=max_tokens)
+    run_server(target, ServeOptions(host, port, keys_file, max_batch, max_queue, limits))

@@ -1,0 +1,277 @@
+"""The OpenAI-compatible HTTP API on FastAPI: /v1/chat/completions and /v1/completions (plain or streamed as
+server-sent events), /v1/models, /health. Every error is OpenAI's JSON error shape with a 4xx status; the engine
+(serve/engine.py) decodes every request in flight in one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from tunesmith.serve.engine import Engine, Event, Handle, QueueFull
+from tunesmith.serve.keys import KeyStore
+from tunesmith.serve.prompts import chat_prompt_ids, text_ids
+from tunesmith.serve.sampling import Sampling
+from tunesmith.serve.schemas import ChatRequest, CompletionRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1_000_000
+    max_tokens: int = 1024  # cap on a request's max_tokens, and the default when it names none
+    max_n: int = 8
+
+
+@dataclass(frozen=True)
+class Served:
+    name: str  # the id clients put in `model`
+    engine: Engine
+    context_window: int
+    created: int
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def create_app(served: Served, keys: KeyStore | None, limits: Limits = Limits()) -> FastAPI:
+    app = FastAPI(title="tunesmith", version="1", docs_url=None, redoc_url=None)
+    app.add_middleware(_Guard, keys=keys, max_body_bytes=limits.max_body_bytes)
+    _add_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> dict:
+        stats = served.engine.stats()
+        return {"status": "ok", "model": served.name, "active": stats.active, "waiting": stats.waiting}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        entry = {"id": served.name, "object": "model", "created": served.created, "owned_by": "tunesmith"}
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest):
+        _check_model(body.model, served)
+        roles = {"developer": "system"}  # OpenAI's newer name for the system turn
+        messages = [{"role": roles.get(m.role, m.role), "content": m.content} for m in body.messages]
+        prompt = chat_prompt_ids(served.engine.tokenizer, messages)
+        return await _complete(served, body, [prompt], limits, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        _check_model(body.model, served)
+        prompts = [text_ids(served.engine.tokenizer, p) for p in body.prompts()]
+        if any(not p for p in prompts):
+            raise ApiError(400, "prompt must not be empty", "invalid_request_error", param="prompt")
+        return await _complete(served, body, prompts, limits, chat=False)
+
+    return app
+
+
+def _check_model(name: str, served: Served) -> None:
+    if name != served.name:
+        message = f"model {name!r} is not served here; GET /v1/models lists {served.name!r}"
+        raise ApiError(404, message, "invalid_request_error", "model_not_found", "model")
+
+
+def _sampling(served: Served, body: ChatRequest | CompletionRequest, prompt_len: int, limits: Limits) -> Sampling:
+    if body.n > limits.max_n:
+        raise ApiError(400, f"n is at most {limits.max_n} here", "invalid_request_error", param="n")
+    requested = body.token_budget()
+    if requested is not None and requested > limits.max_tokens:
+        message = f"max_tokens is at most {limits.max_tokens} here (asked {requested})"
+        raise ApiError(400, message, "invalid_request_error", param="max_tokens")
+    room = served.context_window - prompt_len
+    budget = min(requested or limits.max_tokens, room)
+    if room < 1 or (requested is not None and requested > room):
+        message = (
+            f"this model's context window is {served.context_window} tokens; the prompt has {prompt_len} and "
+            f"{requested or 1} more were asked for"
+        )
+        raise ApiError(400, message, "invalid_request_error", "context_length_exceeded", "messages")
+    try:
+        stop = body.stop_strings()
+        return Sampling(budget, body.temperature, body.top_p, stop, body.seed)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "invalid_request_error", param="stop") from None
+
+
+async def _complete(served: Served, body, prompts: list[list[int]], limits: Limits, chat: bool):
+    samplings = [_sampling(served, body, len(p), limits) for p in prompts]
+    loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+    handles: list[Handle] = []
+    try:
+        for p, (prompt, sampling) in enumerate(zip(prompts, samplings, strict=True)):
+            for i in range(body.n):
+                seeded = sampling if sampling.seed is None else _with_seed(sampling, sampling.seed + i)
+                index = p * body.n + i
+                handles.append(served.engine.submit(prompt, seeded, _sink(loop, queue, index)))
+    except QueueFull:
+        for handle in handles:
+            handle.cancel()
+        error = ApiError(429, "the server is at capacity; retry shortly", "rate_limit_exceeded", "queue_full")
+        return error.response({"Retry-After": "1"})
+    reply = _Reply(served.name, chat, handles, sum(len(p) for p in prompts) * body.n)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_stream(reply, queue, usage), media_type="text/event-stream")
+    try:
+        await _collect(reply, queue)
+    except asyncio.CancelledError:
+        reply.cancel()
+        raise
+    return reply.body()
+
+
+def _with_seed(sampling: Sampling, seed: int) -> Sampling:
+    return Sampling(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.stop, seed)
+
+
+def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int):
+    return lambda event: loop.call_soon_threadsafe(queue.put_nowait, (index, event))
+
+
+class _Reply:
+    """The choices of one response as their events arrive."""
+
+    def __init__(self, model: str, chat: bool, handles: list[Handle], prompt_tokens: int) -> None:
+        self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+        self.model, self.chat, self.handles, self.created = model, chat, handles, int(time.time())
+        self.texts, self.reasons = [""] * len(handles), [None] * len(handles)
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
+
+    @property
+    def done(self) -> bool:
+        return all(reason is not None for reason in self.reasons)
+
+    def add(self, index: int, event: Event) -> None:
+        self.texts[index] += event.text
+        if event.finish_reason is not None:
+            self.reasons[index] = event.finish_reason
+            self.completion_tokens += event.completion_tokens
+
+    def cancel(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+
+    def usage(self) -> dict:
+        total = self.prompt_tokens + self.completion_tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
+
+    def body(self) -> dict | JSONResponse:
+        if "error" in self.reasons:
+            return ApiError(500, "generation failed; see the server log", "server_error").response()
+        choices = [self._choice(i) for i in range(len(self.handles))]
+        kind = "chat.completion" if self.chat else "text_completion"
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices,
+                "usage": self.usage()}  # fmt: skip
+
+    def _choice(self, i: int) -> dict:
+        reason = self.reasons[i]
+        if self.chat:
+            message = {"role": "assistant", "content": self.texts[i]}
+            return {"index": i, "message": message, "finish_reason": reason, "logprobs": None}
+        return {"index": i, "text": self.texts[i], "finish_reason": reason, "logprobs": None}
+
+    def chunk(self, index: int | None, text: str | None, reason: str | None, first: bool = False) -> dict:
+        if index is None:
+            choices = []
+        elif self.chat:
+            delta = ({"role": "assistant", "content": ""} if first else {}) | ({"content": text} if text else {})
+            choices = [{"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}]
+        else:
+            choices = [{"index": index, "text": text or "", "finish_reason": reason, "logprobs": None}]
+        kind = "chat.completion.chunk" if self.chat else "text_completion"
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+
+
+async def _collect(reply: _Reply, queue: asyncio.Queue) -> None:
+    while not reply.done:
+        index, event = await queue.get()
+        reply.add(index, event)
+
+
+async def _stream(reply: _Reply, queue: asyncio.Queue, include_usage: bool) -> AsyncIterator[str]:
+    """SSE chunks; with `include_usage` every chunk has `usage: null` and a last chunk (no choices) holds it.
+    A client that goes away cancels this generator, and its requests leave the batch at the next step."""
+    extra = {"usage": None} if include_usage else {}
+    try:
+        if reply.chat:
+            for i in range(len(reply.handles)):
+                yield _sse(reply.chunk(i, None, None, first=True) | extra)
+        while not reply.done:
+            index, event = await queue.get()
+            reply.add(index, event)
+            if event.text or event.finish_reason:
+                reason = "stop" if event.finish_reason == "cancelled" else event.finish_reason
+                yield _sse(reply.chunk(index, event.text, reason) | extra)
+        if include_usage:
+            yield _sse(reply.chunk(None, None, None) | {"usage": reply.usage()})
+        yield "data: [DONE]\n\n"
+    finally:
+        if not reply.done:
+            reply.cancel()
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class _Guard(BaseHTTPMiddleware):
+    """API keys on every route but /health, and the body size bound, before anything is parsed."""
+
+    def __init__(self, app, keys: KeyStore | None, max_body_bytes: int) -> None:
+        super().__init__(app)
+        self.keys, self.max_body_bytes = keys, max_body_bytes
+
+    async def dispatch(self, request: Request, call_next):
+        if self.keys is not None and request.url.path != "/health":
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else None
+            if self.keys.check(token) is None:
+                error = ApiError(401, "a valid API key is required (Authorization: Bearer <key>)",
+                                 "invalid_request_error", "invalid_api_key")  # fmt: skip
+                return error.response({"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            message = f"request body over {self.max_body_bytes} bytes"
+            return ApiError(413, message, "invalid_request_error", "body_too_large").response()
+        return await call_next(request)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        text = f"{where}: {message}" if where else message
+        return ApiError(400, text, "invalid_request_error", param=where or None).response()
+
+    @app.exception_handler(ValidationError)
+    async def invalid_model(_request: Request, exc: ValidationError):
+        return ApiError(400, str(exc.errors()[0]["msg"]), "invalid_request_error").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return ApiError(exc.status_code, str(exc.detail), "invalid_request_error").response()

@@ -1,0 +1,69 @@
+"""`tunesmith serve`: load the model once (a tuned adapter folded into its base, so it answers at the base's
+speed), start the batching engine, and run the API under uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.errors import UserError
+from tunesmith.output import err
+from tunesmith.serve.app import Limits, Served, create_app
+from tunesmith.serve.engine import Engine
+from tunesmith.serve.keys import ENV_VAR, KeyStore
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    keys_file: Path | None = None
+    max_batch: int = 16
+    max_queue: int = 64
+    limits: Limits = Limits()
+
+
+def is_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_served(target: str, options: ServeOptions) -> tuple[Served, KeyStore | None]:
+    """The keys (checked first: a refusal costs no model load), then the model and its engine."""
+    from tunesmith.methods.loading import can_merge, load_any
+    from tunesmith.train.precision import use_bf16
+    from tunesmith.train.run_dir import find_run
+
+    keys = KeyStore.from_environment(options.keys_file)
+    if keys is None and not is_local(options.host):
+        raise UserError(
+            f"refusing to listen on {options.host} without API keys: pass --keys-file FILE or set ${ENV_VAR}, "
+            "or listen on 127.0.0.1"
+        )
+    loaded = load_any(target)
+    model = loaded.model.merge_and_unload() if can_merge(loaded.model) else loaded.model
+    engine = Engine(model.eval(), loaded.tokenizer, options.max_batch, options.max_queue, bf16=use_bf16("auto"))
+    run = find_run(target)
+    name = run.name if run is not None else target
+    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    return Served(name, engine, window, int(time.time())), keys
+
+
+def serve(target: str, options: ServeOptions) -> None:
+    import uvicorn
+
+    served, keys = build_served(target, options)
+    app = create_app(served, keys, options.limits)
+    where = f"http://{options.host}:{options.port}/v1"
+    guard = f"{len(keys)} API key(s)" if keys is not None else "no API key (local only)"
+    err.print(f"serving [bold]{served.name}[/] at {where} · {guard} · batch up to {options.max_batch}; Ctrl-C stops")
+    try:
+        uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False)
+    finally:
+        served.engine.close()
