@@ -37,26 +37,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-    keys_file.write_text(f"# who may call\nalice:{KEY}\n")
-    model, tokenizer = load_causal_lm(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
-    engine = Engine(model, tokenizer, max_batch=4, max_queue=8, bf16=False)
-    served = Served("tiny", engine, context_window=256, created=0)
-    app = create_app(served, KeyStore(keys_file), Limits(max_body_bytes=20_000, max_tokens=64, max_n=4))
+def start(app) -> tuple[str, uvicorn.Server, threading.Thread]:
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not uv.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "keys": keys_file, "model": model, "tokenizer": tokenizer}
+    return f"http://127.0.0.1:{port}", uv, thread
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    model, tokenizer = load_causal_lm(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+    engine = Engine(model, tokenizer, max_batch=4, max_queue=8, bf16=False)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys_file.write_text(f"# who may call\nalice:{KEY}\n")
+    served = Served("tiny", engine, context_window=256, created=0)
+    app = create_app(served, KeyStore(keys_file), Limits(max_body_bytes=20_000, max_tokens=64, max_n=4))
+    url, uv, thread = start(app)
+    yield {"url": url, "keys": keys_file, "model": engine.model, "tokenizer": engine.tokenizer}
     uv.should_exit = True
     thread.join(10)
-    engine.close()
 
 
 def client(server, key: str = KEY) -> openai.OpenAI:
@@ -187,6 +196,37 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(server):
     while httpx.get(server["url"] + "/health", timeout=10).json()["active"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert httpx.get(server["url"] + "/health", timeout=10).json()["active"] == 0
+
+
+def test_metrics_count_requests_and_tokens(server):
+    client(server).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, temperature=0)
+    assert httpx.get(server["url"] + "/metrics", timeout=10).status_code == 401
+    text = httpx.get(server["url"] + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+    assert 'tunesmith_requests_total{route="/v1/chat/completions",status="200"}' in text
+    completion = next(line for line in text.splitlines() if line.startswith("tunesmith_completion_tokens_total"))
+    assert float(completion.split()[-1]) >= 1
+    assert "tunesmith_request_seconds_bucket" in text and "tunesmith_queue_depth" in text
+
+
+def test_per_key_rate_limit_is_a_429_with_retry_after(engine, tmp_path):
+    from tunesmith.serve.limits import KeyLimits
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"alice:{KEY}\nbob:{OTHER_KEY}\n")
+    app = create_app(Served("tiny", engine, 256, 0), KeyStore(keys), Limits(), KeyLimits(requests_per_minute=2))
+    url, uv, thread = start(app)
+    try:
+        api = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        for _ in range(2):
+            api.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
+        with pytest.raises(openai.RateLimitError) as refused:
+            api.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
+        assert int(refused.value.response.headers["Retry-After"]) == 30
+        other = openai.OpenAI(base_url=url + "/v1", api_key=OTHER_KEY, max_retries=0)
+        assert other.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2).choices
+    finally:
+        uv.should_exit = True
+        thread.join(10)
 
 
 def test_the_cli_refuses_a_public_address_without_keys(tiny_model_dir, tmp_path):

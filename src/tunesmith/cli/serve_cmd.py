@@ -20,13 +20,20 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, max=256, help="Requests decoded together")] = 16,
     max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more get 429")] = 64,
     max_tokens: Annotated[int, typer.Option(min=1, help="Cap (and default) of a request's max_tokens")] = 1024,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute per API key (default: no limit)")] = None,
+    tpm: Annotated[
+        int | None, typer.Option(min=1, help="Tokens per minute per key: prompt + max_tokens reserved, unused returned")
+    ] = None,
+    concurrent: Annotated[int | None, typer.Option(min=1, help="Requests in flight at once per key")] = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from tunesmith.serve.app import Limits
+    from tunesmith.serve.limits import KeyLimits
     from tunesmith.serve.server import ServeOptions
     from tunesmith.serve.server import serve as run_server
     from tunesmith.train.run_dir import stage_run
 
     target = str(stage_run(model, adapter)) if adapter else model
     limits = Limits(max_tokens=max_tokens)
-    run_server(target, ServeOptions(host, port, keys_file, max_batch, max_queue, limits))
+    key_limits = KeyLimits(rpm, tpm, concurrent)
+    run_server(target, ServeOptions(host, port, keys_file, max_batch, max_queue, limits, key_limits))

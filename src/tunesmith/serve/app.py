@@ -13,16 +13,21 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from tunesmith.serve.engine import Engine, Event, Handle, QueueFull
 from tunesmith.serve.keys import KeyStore
+from tunesmith.serve.limits import KeyLimits, Limiter, Refused
+from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.prompts import chat_prompt_ids, text_ids
 from tunesmith.serve.sampling import Sampling
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
+
+ROUTES = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"}
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,24 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
-def create_app(served: Served, keys: KeyStore | None, limits: Limits = Limits()) -> FastAPI:
+def create_app(
+    served: Served, keys: KeyStore | None, limits: Limits = Limits(), key_limits: KeyLimits | None = None
+) -> FastAPI:
     app = FastAPI(title="tunesmith", version="1", docs_url=None, redoc_url=None)
-    app.add_middleware(_Guard, keys=keys, max_body_bytes=limits.max_body_bytes)
+    stats = served.engine.stats
+    metrics = ServeMetrics(lambda: stats().waiting, lambda: stats().active)
+    api = _Api(served, limits, Limiter(key_limits or KeyLimits()), metrics)
+    app.add_middleware(_Guard, keys=keys, max_body_bytes=limits.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
 
     @app.get("/health")
     async def health() -> dict:
-        stats = served.engine.stats()
-        return {"status": "ok", "model": served.name, "active": stats.active, "waiting": stats.waiting}
+        now = stats()
+        return {"status": "ok", "model": served.name, "active": now.active, "waiting": now.waiting}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -66,22 +80,26 @@ def create_app(served: Served, keys: KeyStore | None, limits: Limits = Limits())
         return {"object": "list", "data": [entry]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(request: Request, body: ChatRequest):
         _check_model(body.model, served)
         roles = {"developer": "system"}  # OpenAI's newer name for the system turn
         messages = [{"role": roles.get(m.role, m.role), "content": m.content} for m in body.messages]
         prompt = chat_prompt_ids(served.engine.tokenizer, messages)
-        return await _complete(served, body, [prompt], limits, chat=True)
+        return await api.complete(_key(request), body, [prompt], chat=True)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(request: Request, body: CompletionRequest):
         _check_model(body.model, served)
         prompts = [text_ids(served.engine.tokenizer, p) for p in body.prompts()]
         if any(not p for p in prompts):
             raise ApiError(400, "prompt must not be empty", "invalid_request_error", param="prompt")
-        return await _complete(served, body, prompts, limits, chat=False)
+        return await api.complete(_key(request), body, prompts, chat=False)
 
     return app
+
+
+def _key(request: Request) -> str:
+    return getattr(request.state, "key", None) or "local"
 
 
 def _check_model(name: str, served: Served) -> None:
@@ -112,31 +130,52 @@ def _sampling(served: Served, body: ChatRequest | CompletionRequest, prompt_len:
         raise ApiError(400, str(exc), "invalid_request_error", param="stop") from None
 
 
-async def _complete(served: Served, body, prompts: list[list[int]], limits: Limits, chat: bool):
-    samplings = [_sampling(served, body, len(p), limits) for p in prompts]
-    loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-    handles: list[Handle] = []
-    try:
-        for p, (prompt, sampling) in enumerate(zip(prompts, samplings, strict=True)):
-            for i in range(body.n):
-                seeded = sampling if sampling.seed is None else _with_seed(sampling, sampling.seed + i)
-                index = p * body.n + i
-                handles.append(served.engine.submit(prompt, seeded, _sink(loop, queue, index)))
-    except QueueFull:
-        for handle in handles:
-            handle.cancel()
-        error = ApiError(429, "the server is at capacity; retry shortly", "rate_limit_exceeded", "queue_full")
-        return error.response({"Retry-After": "1"})
-    reply = _Reply(served.name, chat, handles, sum(len(p) for p in prompts) * body.n)
-    if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_stream(reply, queue, usage), media_type="text/event-stream")
-    try:
-        await _collect(reply, queue)
-    except asyncio.CancelledError:
-        reply.cancel()
-        raise
-    return reply.body()
+@dataclass
+class _Api:
+    served: Served
+    limits: Limits
+    limiter: Limiter
+    metrics: ServeMetrics
+
+    async def complete(self, key: str, body, prompts: list[list[int]], chat: bool):
+        """Admit (per-key limits), submit every choice, then answer whole or as a stream."""
+        samplings = [_sampling(self.served, body, len(p), self.limits) for p in prompts]
+        reserved = body.n * sum(len(p) + s.max_tokens for p, s in zip(prompts, samplings, strict=True))
+        try:
+            self.limiter.admit(key, reserved)
+        except Refused as exc:
+            error = ApiError(429, str(exc), "rate_limit_exceeded", "rate_limit_exceeded")
+            return error.response({"Retry-After": str(exc.retry_after)})
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        handles: list[Handle] = []
+        try:
+            for p, (prompt, sampling) in enumerate(zip(prompts, samplings, strict=True)):
+                for i in range(body.n):
+                    seeded = sampling if sampling.seed is None else _with_seed(sampling, sampling.seed + i)
+                    handles.append(self.served.engine.submit(prompt, seeded, _sink(loop, queue, p * body.n + i)))
+        except QueueFull:
+            for handle in handles:
+                handle.cancel()
+            self.limiter.release(key, reserved)
+            error = ApiError(429, "the server is at capacity; retry shortly", "rate_limit_exceeded", "queue_full")
+            return error.response({"Retry-After": "1"})
+        reply = _Reply(self.served.name, chat, handles, body.n * sum(len(p) for p in prompts))
+        reply.on_end = lambda: self._ended(key, reserved, reply)
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            return StreamingResponse(_stream(reply, queue, usage, self.metrics), media_type="text/event-stream")
+        try:
+            await _collect(reply, queue)
+        finally:
+            reply.end()
+        return reply.body()
+
+    def _ended(self, key: str, reserved: int, reply: _Reply) -> None:
+        self.limiter.release(key, reserved - reply.prompt_tokens - reply.completion_tokens)
+        self.metrics.prompt_tokens.inc(reply.prompt_tokens)
+        self.metrics.completion_tokens.inc(reply.completion_tokens)
+        route = "/v1/chat/completions" if reply.chat else "/v1/completions"
+        self.metrics.latency.labels(route).observe(time.perf_counter() - reply.started)
 
 
 def _with_seed(sampling: Sampling, seed: int) -> Sampling:
@@ -155,6 +194,18 @@ class _Reply:
         self.model, self.chat, self.handles, self.created = model, chat, handles, int(time.time())
         self.texts, self.reasons = [""] * len(handles), [None] * len(handles)
         self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
+        self.started, self.on_end, self._ended = time.perf_counter(), None, False
+
+    def end(self) -> None:
+        """Once, when the response is over (finished, failed, or its client gone): unfinished choices are
+        cancelled, and the limits and metrics hear of it."""
+        if self._ended:
+            return
+        self._ended = True
+        if not self.done:
+            self.cancel()
+        if self.on_end is not None:
+            self.on_end()
 
     @property
     def done(self) -> bool:
@@ -207,7 +258,9 @@ async def _collect(reply: _Reply, queue: asyncio.Queue) -> None:
         reply.add(index, event)
 
 
-async def _stream(reply: _Reply, queue: asyncio.Queue, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(
+    reply: _Reply, queue: asyncio.Queue, include_usage: bool, metrics: ServeMetrics
+) -> AsyncIterator[str]:
     """SSE chunks; with `include_usage` every chunk has `usage: null` and a last chunk (no choices) holds it.
     A client that goes away cancels this generator, and its requests leave the batch at the next step."""
     extra = {"usage": None} if include_usage else {}
@@ -215,9 +268,13 @@ async def _stream(reply: _Reply, queue: asyncio.Queue, include_usage: bool) -> A
         if reply.chat:
             for i in range(len(reply.handles)):
                 yield _sse(reply.chunk(i, None, None, first=True) | extra)
+        first = True
         while not reply.done:
             index, event = await queue.get()
             reply.add(index, event)
+            if event.text and first:
+                metrics.first_token.observe(time.perf_counter() - reply.started)
+                first = False
             if event.text or event.finish_reason:
                 reason = "stop" if event.finish_reason == "cancelled" else event.finish_reason
                 yield _sse(reply.chunk(index, event.text, reason) | extra)
@@ -225,8 +282,7 @@ async def _stream(reply: _Reply, queue: asyncio.Queue, include_usage: bool) -> A
             yield _sse(reply.chunk(None, None, None) | {"usage": reply.usage()})
         yield "data: [DONE]\n\n"
     finally:
-        if not reply.done:
-            reply.cancel()
+        reply.end()
 
 
 def _sse(payload: dict) -> str:
@@ -236,18 +292,26 @@ def _sse(payload: dict) -> str:
 class _Guard(BaseHTTPMiddleware):
     """API keys on every route but /health, and the body size bound, before anything is parsed."""
 
-    def __init__(self, app, keys: KeyStore | None, max_body_bytes: int) -> None:
+    def __init__(self, app, keys: KeyStore | None, max_body_bytes: int, metrics: ServeMetrics) -> None:
         super().__init__(app)
-        self.keys, self.max_body_bytes = keys, max_body_bytes
+        self.keys, self.max_body_bytes, self.metrics = keys, max_body_bytes, metrics
 
     async def dispatch(self, request: Request, call_next):
+        response = await self._checked(request, call_next)
+        route = request.url.path if request.url.path in ROUTES else "other"
+        self.metrics.requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def _checked(self, request: Request, call_next):
         if self.keys is not None and request.url.path != "/health":
             header = request.headers.get("authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
-            if self.keys.check(token) is None:
+            name = self.keys.check(token)
+            if name is None:
                 error = ApiError(401, "a valid API key is required (Authorization: Bearer <key>)",
                                  "invalid_request_error", "invalid_api_key")  # fmt: skip
                 return error.response({"WWW-Authenticate": "Bearer"})
+            request.state.key = name
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             message = f"request body over {self.max_body_bytes} bytes"

@@ -13,6 +13,7 @@ from tunesmith.output import err
 from tunesmith.serve.app import Limits, Served, create_app
 from tunesmith.serve.engine import Engine
 from tunesmith.serve.keys import ENV_VAR, KeyStore
+from tunesmith.serve.limits import KeyLimits
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ServeOptions:
     max_batch: int = 16
     max_queue: int = 64
     limits: Limits = Limits()
+    key_limits: KeyLimits = KeyLimits()
 
 
 def is_local(host: str) -> bool:
@@ -59,7 +61,7 @@ def serve(target: str, options: ServeOptions) -> None:
     import uvicorn
 
     served, keys = build_served(target, options)
-    app = create_app(served, keys, options.limits)
+    app = create_app(served, keys, options.limits, options.key_limits)
     where = f"http://{options.host}:{options.port}/v1"
     guard = f"{len(keys)} API key(s)" if keys is not None else "no API key (local only)"
     err.print(f"serving [bold]{served.name}[/] at {where} · {guard} · batch up to {options.max_batch}; Ctrl-C stops")
