@@ -229,6 +229,21 @@ def test_per_key_rate_limit_is_a_429_with_retry_after(engine, tmp_path):
         thread.join(10)
 
 
+def test_chat_url_talks_to_the_running_server(server):
+    url = server["url"] + "/v1"
+    command = [TUNESMITH, "chat", "-", "--url", url, "--prompt", "Say hi", "--max-new-tokens", "6"]
+    env = {**os.environ, "TUNESMITH_API_KEY": KEY}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    expected = client(server).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Say hi"}], max_tokens=6, temperature=0
+    )
+    assert done.returncode == 0 and done.stdout.strip() == expected.choices[0].message.content.strip(), done.stderr
+    env.pop("TUNESMITH_API_KEY")
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode != 0 and len(lines) == 1 and "HTTP 401" in lines[0] and "TUNESMITH_API_KEY" in lines[0]
+
+
 def test_the_cli_refuses_a_public_address_without_keys(tiny_model_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TUNESMITH_API_KEYS"}
     result = subprocess.run(

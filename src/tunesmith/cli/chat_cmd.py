@@ -21,12 +21,16 @@ def chat(
     adapter: Annotated[
         str | None, typer.Option(help="MODEL is a sequence folder: chat with the stage (per-task adapter) of this task")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Chat with a running server (its /v1 base URL) instead; MODEL is its model id or '-'"),
+    ] = None,
 ) -> None:
-    """Chat with a model in the terminal; output streams as it is generated."""
+    """Chat with a model in the terminal, or with a running server (--url); output streams as it is generated."""
     from tunesmith.errors import UserError
     from tunesmith.evaluate.generate import Decoding
     from tunesmith.methods.loading import load_any, merged_for_inference
-    from tunesmith.serve.chat import repl, stream_reply
+    from tunesmith.serve.chat import local_reply, repl, stream_reply
     from tunesmith.tasks import task_of_run
     from tunesmith.train.run_dir import find_run, stage_run
 
@@ -34,6 +38,9 @@ def chat(
         raise UserError("--stop: a stop string cannot be empty")
     stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ())
     decoding = Decoding(max_new_tokens, temperature, top_p, stops, seed)
+    if url is not None:
+        _chat_remote(url, None if model == "-" else model, prompt, system, decoding)
+        return
     if adapter:
         model = str(stage_run(model, adapter))
     run = find_run(model)
@@ -45,4 +52,15 @@ def chat(
             messages = [{"role": "system", "content": system}] if system else []
             stream_reply(loaded, [*messages, {"role": "user", "content": prompt}], decoding)
             return
-        repl(loaded, system, decoding)
+        repl(local_reply(loaded, decoding), system)
+
+
+def _chat_remote(url: str, model: str | None, prompt: str | None, system: str | None, decoding) -> None:
+    from tunesmith.serve.chat import repl
+    from tunesmith.serve.remote import remote_reply
+
+    reply = remote_reply(url, decoding, model)
+    if prompt is None:
+        repl(reply, system)
+        return
+    reply([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])

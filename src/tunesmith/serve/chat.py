@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from threading import Thread
 from typing import TextIO
 
@@ -90,8 +90,12 @@ def stream_reply(
     return text.strip()
 
 
-def repl(loaded: LoadedModel, system: str | None = None, decoding: Decoding = CHAT_DECODING) -> None:
-    """Read user turns from stdin until /exit or EOF; the history is kept for context."""
+Reply = Callable[[list[dict[str, str]]], str]  # the conversation so far -> the streamed answer
+
+
+def repl(reply: Reply, system: str | None = None) -> None:
+    """Read user turns from stdin until /exit or EOF; the history is kept for context. `reply` answers a turn:
+    the model in this process (`local_reply`) or a running server (`serve.remote.remote_reply`)."""
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     err.print(f"[dim]chatting; {COMMANDS}[/]")
     while True:
@@ -109,4 +113,8 @@ def repl(loaded: LoadedModel, system: str | None = None, decoding: Decoding = CH
             continue
         history.append({"role": "user", "content": line})
         sys.stdout.write("bot> ")
-        history.append({"role": "assistant", "content": stream_reply(loaded, history, decoding)})
+        history.append({"role": "assistant", "content": reply(history)})
+
+
+def local_reply(loaded: LoadedModel, decoding: Decoding = CHAT_DECODING) -> Reply:
+    return lambda messages: stream_reply(loaded, messages, decoding)
