@@ -213,7 +213,8 @@ def _stage_mapping(
         data.update(format="chat", system_prompt=None, max_train_rows=None)
     forgetting = mapping.get("forgetting") or {}
     if inputs.reference and forgetting.get("reference_model") is None:
-        mapping.setdefault("forgetting", forgetting)["reference_model"] = inputs.reference
+        forgetting["reference_model"] = inputs.reference
+        mapping["forgetting"] = forgetting
     for key in ("replay", "ewc"):
         section = forgetting.get(key) or {}
         if section.get("data") != EARLIER:
