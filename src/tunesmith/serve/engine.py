@@ -99,7 +99,7 @@ class EngineStats:
 
 
 class Engine:
-    """Owns the model while serving. `submit` is thread-safe; `close` stops the loop and finishes what is left."""
+    """Owns the model while serving. `submit` is thread-safe; `close` cancels what is left and stops the loop."""
 
     def __init__(
         self,
@@ -144,8 +144,13 @@ class Engine:
         return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated)
 
     def close(self, timeout: float = 30.0) -> None:
+        """Stop: requests still waiting or decoding end as `cancelled` at the next step."""
         with self._wake:
             self._closed = True
+            for handle, _, _ in self._waiting:
+                handle.cancel()
+            for row in list(self._rows):
+                row.handle.cancel()
             self._wake.notify()
         self._thread.join(timeout)
 
@@ -253,7 +258,8 @@ class Engine:
         return reason
 
     def _text(self, row: _Row) -> str:
-        return self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        # No clean-up of spaces: text already streamed must stay a prefix of the text that follows.
+        return self.tokenizer.decode(row.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def _fail_everything(self, exc: BaseException) -> None:
         message = f"error: {type(exc).__name__}: {exc}"
