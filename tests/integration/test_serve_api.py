@@ -51,7 +51,7 @@ def start(app) -> tuple[str, uvicorn.Server, threading.Thread]:
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
     model, tokenizer = load_causal_lm(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
-    engine = Engine(model, tokenizer, max_batch=4, max_queue=8, bf16=False)
+    engine = Engine(model, tokenizer, max_batch=4, max_queue=16, bf16=False)  # 10 clients at once never queue out
     yield engine
     engine.close()
 
@@ -160,6 +160,18 @@ def test_bad_requests_get_a_json_4xx_and_the_server_keeps_serving(server, body, 
     assert httpx.get(server["url"] + "/health", timeout=10).status_code == 200
 
 
+def test_a_chunked_body_over_the_limit_is_a_413(server):
+    def chunks():
+        yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+        for _ in range(30):
+            yield b"x" * 1000  # 30 kB, no Content-Length: counted as it arrives
+        yield b'"}]}'
+
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = httpx.post(server["url"] + "/v1/chat/completions", content=chunks(), headers=headers, timeout=30)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
 def test_invalid_json_is_a_400(server):
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     response = httpx.post(server["url"] + "/v1/chat/completions", content=b"{not json", headers=headers, timeout=30)
@@ -242,6 +254,28 @@ def test_chat_url_talks_to_the_running_server(server):
     refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode != 0 and len(lines) == 1 and "HTTP 401" in lines[0] and "TUNESMITH_API_KEY" in lines[0]
+
+
+def test_a_full_queue_is_a_429_with_retry_after(tiny_model_dir):
+    model, tokenizer = load_causal_lm(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+    small = Engine(model, tokenizer, max_batch=1, max_queue=1, bf16=False, eos_ids=set())
+    url, uv, thread = start(create_app(Served("tiny", small, 256, 0), None))
+    try:
+
+        async def burst() -> list[httpx.Response]:
+            body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 60}
+            async with httpx.AsyncClient(timeout=120) as http:
+                return await asyncio.gather(*(http.post(url + "/v1/chat/completions", json=body) for _ in range(6)))
+
+        responses = asyncio.run(burst())
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused and all(r.headers["Retry-After"] == "1" for r in refused)
+        assert all(r.json()["error"]["code"] == "queue_full" for r in refused)
+        assert all(r.status_code in {200, 429} for r in responses)
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        small.close()
 
 
 def test_the_cli_refuses_a_public_address_without_keys(tiny_model_dir, tmp_path):

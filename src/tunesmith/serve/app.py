@@ -12,22 +12,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
 
+from tunesmith.serve.api_errors import ApiError, add_error_handlers
 from tunesmith.serve.engine import Engine, Event, Handle, QueueFull
+from tunesmith.serve.guard import Guard
 from tunesmith.serve.keys import KeyStore
 from tunesmith.serve.limits import KeyLimits, Limiter, Refused
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.prompts import chat_prompt_ids, text_ids
 from tunesmith.serve.sampling import Sampling
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
-
-ROUTES = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"}
 
 
 @dataclass(frozen=True)
@@ -45,16 +41,6 @@ class Served:
     created: int
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
-
-    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=headers)
-
-
 def create_app(
     served: Served, keys: KeyStore | None, limits: Limits = Limits(), key_limits: KeyLimits | None = None
 ) -> FastAPI:
@@ -62,8 +48,8 @@ def create_app(
     stats = served.engine.stats
     metrics = ServeMetrics(lambda: stats().waiting, lambda: stats().active)
     api = _Api(served, limits, Limiter(key_limits or KeyLimits()), metrics)
-    app.add_middleware(_Guard, keys=keys, max_body_bytes=limits.max_body_bytes, metrics=metrics)
-    _add_error_handlers(app)
+    app.add_middleware(Guard, keys=keys, max_body_bytes=limits.max_body_bytes, metrics=metrics)
+    add_error_handlers(app)
 
     @app.get("/health")
     async def health() -> dict:
@@ -287,55 +273,3 @@ async def _stream(
 
 def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-class _Guard(BaseHTTPMiddleware):
-    """API keys on every route but /health, and the body size bound, before anything is parsed."""
-
-    def __init__(self, app, keys: KeyStore | None, max_body_bytes: int, metrics: ServeMetrics) -> None:
-        super().__init__(app)
-        self.keys, self.max_body_bytes, self.metrics = keys, max_body_bytes, metrics
-
-    async def dispatch(self, request: Request, call_next):
-        response = await self._checked(request, call_next)
-        route = request.url.path if request.url.path in ROUTES else "other"
-        self.metrics.requests.labels(route, str(response.status_code)).inc()
-        return response
-
-    async def _checked(self, request: Request, call_next):
-        if self.keys is not None and request.url.path != "/health":
-            header = request.headers.get("authorization", "")
-            token = header[7:].strip() if header.lower().startswith("bearer ") else None
-            name = self.keys.check(token)
-            if name is None:
-                error = ApiError(401, "a valid API key is required (Authorization: Bearer <key>)",
-                                 "invalid_request_error", "invalid_api_key")  # fmt: skip
-                return error.response({"WWW-Authenticate": "Bearer"})
-            request.state.key = name
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            message = f"request body over {self.max_body_bytes} bytes"
-            return ApiError(413, message, "invalid_request_error", "body_too_large").response()
-        return await call_next(request)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError):
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        text = f"{where}: {message}" if where else message
-        return ApiError(400, text, "invalid_request_error", param=where or None).response()
-
-    @app.exception_handler(ValidationError)
-    async def invalid_model(_request: Request, exc: ValidationError):
-        return ApiError(400, str(exc.errors()[0]["msg"]), "invalid_request_error").response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException):
-        return ApiError(exc.status_code, str(exc.detail), "invalid_request_error").response()
