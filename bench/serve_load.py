@@ -7,7 +7,8 @@ The server is the real console script (`tunesmith serve smollm2-135m`) on a free
 clients (httpx, streaming, so time to first token is measured). Each client sends Alpaca instructions one after
 another, greedy, `max_tokens` new tokens at most (an answer may stop earlier at its end-of-turn token; the tokens
 counted are the ones generated, from the server's usage). The anchor is the same prompts through plain
-`model.generate`, one prompt at a time, bf16 autocast, in this process. Rounds alternate which goes first.
+`model.generate`, one prompt at a time, bf16 weights under bf16 autocast (as ../shared/bench/plain_scoring.py),
+in this process. Rounds alternate which goes first.
 Target (issue 20): at 16 concurrent clients, >= 5x the anchor's generated tokens/s, and no failed request below
 the queue bound. Results: <out>/serve-load.json and the table printed.
 """
@@ -44,12 +45,14 @@ def prompts(count: int) -> list[str]:
 
 
 def anchor(texts: list[str], max_tokens: int) -> dict:
-    """Plain transformers: the chat template, then `generate` per prompt (greedy, KV cache, bf16 autocast)."""
+    """Plain transformers as ../shared/bench/plain_scoring.py runs it: bf16 weights, bf16 autocast, the chat
+    template, then `generate` per prompt (greedy, KV cache). (fp32 weights under autocast would re-cast every
+    weight at every token and make a strawman of the anchor.)"""
     import torch
 
     from tunesmith.models import load_causal_lm, load_tokenizer
 
-    tokenizer, model = load_tokenizer(MODEL), load_causal_lm(MODEL).eval()
+    tokenizer, model = load_tokenizer(MODEL), load_causal_lm(MODEL, dtype=torch.bfloat16).eval()
     generated, started = 0, time.perf_counter()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         for text in texts:
