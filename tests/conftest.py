@@ -46,13 +46,11 @@ def build_tokenizer():
     return fast
 
 
-def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide Llama with the tiny tokenizer: a model folder like any local HF folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer, **overrides):
+    """The 2-layer, 32-wide Llama config of the tiny test models (`overrides` change single fields)."""
+    from transformers import LlamaConfig
 
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
+    fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -65,6 +63,16 @@ def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
+    return LlamaConfig(**(fields | overrides))
+
+
+def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide Llama with the tiny tokenizer: a model folder like any local HF folder."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = tiny_llama_config(tokenizer)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(path, safe_serialization=True)

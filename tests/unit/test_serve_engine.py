@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from conftest import tiny_llama_config
 from tunesmith.serve.batch_cache import BatchCache
 from tunesmith.serve.engine import Engine, QueueFull
 from tunesmith.serve.sampling import Sampling
@@ -21,21 +22,10 @@ PROMPTS = ["The quick brown", "What is the capital of France?", "0123", "Extract
 def model_and_tokenizer(tiny_tokenizer):
     """A tiny Llama with larger random weights than the shared one: its greedy answers vary token to token (the
     shared model repeats one token), so equal answers really check the cache."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-        tie_word_embeddings=True,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(tiny_tokenizer, initializer_range=0.2)
     return LlamaForCausalLM(config).eval(), tiny_tokenizer
 
 

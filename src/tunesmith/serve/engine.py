@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +50,6 @@ class Handle:
     on_event: Callable[[Event], None] | None = None
     _queue: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
 
     def emit(self, event: Event) -> None:
         (self.on_event or self._queue.put)(event)
@@ -120,7 +118,6 @@ class Engine:
         self._ids = itertools.count(1)
         self._closed = False
         self._steps = self._generated = 0
-        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="tunesmith-engine", daemon=True)
         self._thread.start()
 
@@ -167,9 +164,8 @@ class Engine:
                     self._admit()
                     if self._rows:
                         self._step()
-        except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear of it, then it propagates
-            self._failure = exc
-            self._fail_everything(exc)
+        except BaseException:  # noqa: BLE001 - every waiting caller must hear of it, then it propagates
+            self._fail_everything()
             raise
 
     def _admit(self) -> None:
@@ -261,8 +257,7 @@ class Engine:
         # No clean-up of spaces: text already streamed must stay a prefix of the text that follows.
         return self.tokenizer.decode(row.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def _fail_everything(self, exc: BaseException) -> None:
-        message = f"error: {type(exc).__name__}: {exc}"
+    def _fail_everything(self) -> None:
         for row in self._rows:
             row.handle.emit(Event("", "error", completion_tokens=len(row.tokens)))
         with self._wake:
@@ -270,7 +265,6 @@ class Engine:
             self._closed = True
         for handle, _, _ in waiting:
             handle.emit(Event("", "error"))
-        self.failure_message = message
 
 
 def end_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
