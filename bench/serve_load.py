@@ -75,6 +75,7 @@ def start_server(port: int, max_batch: int) -> subprocess.Popen:
 
     tunesmith = str(Path(sys.executable).with_name("tunesmith"))
     command = [tunesmith, "serve", MODEL, "--port", str(port), "--max-batch", str(max_batch), "--max-queue", "256"]
+    command += ["--feedback-db", str(RUNS / "serve-load-feedback.db")]  # responses are logged, as by default
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

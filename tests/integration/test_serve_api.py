@@ -292,7 +292,7 @@ def test_the_cli_serves_a_model_over_http(tiny_model_dir, tmp_path):
     env = {**os.environ, "TUNESMITH_API_KEYS": f"ci:{KEY}"}
     proc = subprocess.Popen(
         [TUNESMITH, "serve", str(tiny_model_dir), "--port", str(port), "--max-tokens", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
         deadline, up = time.monotonic() + 60, False

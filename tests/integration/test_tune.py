@@ -149,16 +149,26 @@ def test_kill9_then_the_same_command_continues_the_study_and_the_trial(tiny_mode
 
 
 def test_sigterm_checkpoints_the_trial_and_the_next_run_resumes_it(tiny_model_dir, qa_data, tmp_path):
-    train = {"max_steps": 60, "eval_every": 5, "save_every": 5}
+    train = {"max_steps": 100, "eval_every": 5, "save_every": 5}
     path = write_study(tmp_path, tiny_model_dir, qa_data, train, pruner="none", sampler="random", trials=2)
     process = subprocess.Popen(
-        [TUNESMITH, "tune", str(path)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [TUNESMITH, "tune", str(path)],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own: the tuner and its trial process
     )
     study_dir = tmp_path / "runs" / "study"
     _wait_for_checkpoint(study_dir / "trial-0000", process)
-    process.send_signal(signal.SIGSTOP)  # frozen mid-training, so the signal cannot land after the trial's end
-    process.send_signal(signal.SIGTERM)
-    process.send_signal(signal.SIGCONT)
+    # The whole group is frozen mid-training (the trial process too: freezing the tuner alone let the trial finish
+    # before the passed-on signal reached it), so the signal cannot land after the trial's end.
+    os.killpg(process.pid, signal.SIGSTOP)
+    steps = sorted(study_dir.glob("trial-0000/checkpoints/step-*"))
+    assert not (study_dir / "trial-0000" / "summary.json").exists(), f"the trial ended first: {steps}"
+    process.send_signal(signal.SIGTERM)  # to the tuner, as a user would; it passes the signal on to its trial
+    os.killpg(process.pid, signal.SIGCONT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143 and "the same command continues the study" in stderr, stderr
     assert "Traceback" not in stderr

@@ -25,12 +25,18 @@ def chat(
         str | None,
         typer.Option(help="Chat with a running server (its /v1 base URL) instead; MODEL is its model id or '-'"),
     ] = None,
+    feedback_db: Annotated[
+        str, typer.Option(help="Where /good, /bad and /fix go (without --url): a SQLite file or a URL")
+    ] = "feedback.db",
 ) -> None:
-    """Chat with a model in the terminal, or with a running server (--url); output streams as it is generated."""
+    """Chat with a model in the terminal, or with a running server (--url); output streams as it is generated.
+    /good, /bad and /fix TEXT rate or correct the last answer (kept for `tunesmith feedback export`)."""
     from tunesmith.errors import UserError
     from tunesmith.evaluate.generate import Decoding
     from tunesmith.methods.loading import load_any, merged_for_inference
     from tunesmith.serve.chat import local_reply, repl, stream_reply
+    from tunesmith.serve.chat_feedback import LocalFeedback
+    from tunesmith.serve.server import model_version
     from tunesmith.tasks import task_of_run
     from tunesmith.train.run_dir import find_run, stage_run
 
@@ -52,15 +58,18 @@ def chat(
             messages = [{"role": "system", "content": system}] if system else []
             stream_reply(loaded, [*messages, {"role": "user", "content": prompt}], decoding)
             return
-        repl(local_reply(loaded, decoding), system)
+        feedback = LocalFeedback(
+            feedback_db, run.name if run else model, model_version(model, run), loaded.tokenizer, decoding
+        )
+        repl(local_reply(loaded, decoding), system, feedback)
 
 
 def _chat_remote(url: str, model: str | None, prompt: str | None, system: str | None, decoding) -> None:
     from tunesmith.serve.chat import repl
-    from tunesmith.serve.remote import remote_reply
+    from tunesmith.serve.remote import RemoteChat
 
-    reply = remote_reply(url, decoding, model)
+    chat = RemoteChat(url, decoding, model)
     if prompt is None:
-        repl(reply, system)
+        repl(chat, system, feedback=chat)
         return
-    reply([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])
+    chat([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])

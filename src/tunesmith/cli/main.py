@@ -18,6 +18,7 @@ from tunesmith.cli import (
     demo_cmd,
     doctor_cmd,
     eval_cmd,
+    feedback_cmd,
     models_cmd,
     predict_cmd,
     report_cmd,
@@ -45,6 +46,7 @@ data_cmd.app.command("augment")(data_semi_cmd.augment)
 data_cmd.app.command("pseudo-label")(data_semi_cmd.pseudo_label)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(tune_cmd.app, name="tune")
+app.add_typer(feedback_cmd.app, name="feedback")
 
 COMMANDS = {
     "train": train_cmd.train,

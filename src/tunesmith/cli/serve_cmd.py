@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,10 @@ def serve(
         int | None, typer.Option(min=1, help="Tokens per minute per key: prompt + max_tokens reserved, unused returned")
     ] = None,
     concurrent: Annotated[int | None, typer.Option(min=1, help="Requests in flight at once per key")] = None,
+    feedback_db: Annotated[
+        str, typer.Option(help="Where responses and feedback are kept: a SQLite file or a URL (postgresql://...)")
+    ] = "feedback.db",
+    no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Log no responses; no /v1/feedback")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from tunesmith.serve.app import Limits
@@ -36,4 +41,5 @@ def serve(
     target = str(stage_run(model, adapter)) if adapter else model
     limits = Limits(max_tokens=max_tokens)
     key_limits = KeyLimits(rpm, tpm, concurrent)
-    run_server(target, ServeOptions(host, port, keys_file, max_batch, max_queue, limits, key_limits))
+    options = ServeOptions(host, port, keys_file, max_batch, max_queue, limits, key_limits)
+    run_server(target, replace(options, feedback_db=None if no_feedback else feedback_db))

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API on FastAPI: /v1/chat/completions and /v1/completions (plain or streamed as
-server-sent events), /v1/models, /health. Every error is OpenAI's JSON error shape with a 4xx status; the engine
-(serve/engine.py) decodes every request in flight in one batch."""
+server-sent events), /v1/models, /health, /metrics, and /v1/feedback on any response. Every error is OpenAI's JSON
+error shape with a 4xx status; the engine (serve/engine.py) decodes every request in flight in one batch."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tunesmith.feedback.store import ResponseRecord, UnknownResponse
 from tunesmith.serve.api_errors import ApiError, add_error_handlers
 from tunesmith.serve.engine import Engine, Event, Handle, QueueFull
+from tunesmith.serve.feedback_log import FeedbackLog, FeedbackRequest
 from tunesmith.serve.guard import Guard
 from tunesmith.serve.keys import KeyStore
 from tunesmith.serve.limits import KeyLimits, Limiter, Refused
@@ -39,15 +42,21 @@ class Served:
     engine: Engine
     context_window: int
     created: int
+    version: str = ""  # what exactly answers: the adapter's or model's content hash, logged with each response
+    adapter: str | None = None
 
 
 def create_app(
-    served: Served, keys: KeyStore | None, limits: Limits = Limits(), key_limits: KeyLimits | None = None
+    served: Served,
+    keys: KeyStore | None,
+    limits: Limits = Limits(),
+    key_limits: KeyLimits | None = None,
+    feedback: FeedbackLog | None = None,
 ) -> FastAPI:
     app = FastAPI(title="tunesmith", version="1", docs_url=None, redoc_url=None)
     stats = served.engine.stats
     metrics = ServeMetrics(lambda: stats().waiting, lambda: stats().active)
-    api = _Api(served, limits, Limiter(key_limits or KeyLimits()), metrics)
+    api = _Api(served, limits, Limiter(key_limits or KeyLimits()), metrics, feedback)
     app.add_middleware(Guard, keys=keys, max_body_bytes=limits.max_body_bytes, metrics=metrics)
     add_error_handlers(app)
 
@@ -71,7 +80,7 @@ def create_app(
         roles = {"developer": "system"}  # OpenAI's newer name for the system turn
         messages = [{"role": roles.get(m.role, m.role), "content": m.content} for m in body.messages]
         prompt = chat_prompt_ids(served.engine.tokenizer, messages)
-        return await api.complete(_key(request), body, [prompt], chat=True)
+        return await api.complete(_key(request), body, [prompt], chat=True, sources=[messages])
 
     @app.post("/v1/completions")
     async def completions(request: Request, body: CompletionRequest):
@@ -79,7 +88,19 @@ def create_app(
         prompts = [text_ids(served.engine.tokenizer, p) for p in body.prompts()]
         if any(not p for p in prompts):
             raise ApiError(400, "prompt must not be empty", "invalid_request_error", param="prompt")
-        return await api.complete(_key(request), body, prompts, chat=False)
+        return await api.complete(_key(request), body, prompts, chat=False, sources=body.prompts())
+
+    @app.post("/v1/feedback")
+    async def add_feedback(request: Request, body: FeedbackRequest) -> dict:
+        """A rating (1 or -1), a corrected answer and/or a comment on one choice of a served response; answered
+        once the row is committed."""
+        if feedback is None:
+            raise ApiError(404, "feedback is off on this server (started with --no-feedback)", "invalid_request_error")
+        try:
+            number = await feedback.add(body, _key(request))
+        except UnknownResponse as exc:
+            raise ApiError(404, str(exc), "invalid_request_error", "response_not_found", "response_id") from None
+        return {"object": "feedback", "id": number, "response_id": body.response_id, "choice": body.choice}
 
     return app
 
@@ -122,9 +143,11 @@ class _Api:
     limits: Limits
     limiter: Limiter
     metrics: ServeMetrics
+    feedback: FeedbackLog | None = None
 
-    async def complete(self, key: str, body, prompts: list[list[int]], chat: bool):
-        """Admit (per-key limits), submit every choice, then answer whole or as a stream."""
+    async def complete(self, key: str, body, prompts: list[list[int]], chat: bool, sources: list[Any]):
+        """Admit (per-key limits), submit every choice, then answer whole or as a stream. `sources` are the
+        prompts as the client sent them, logged with the answers for feedback."""
         samplings = [_sampling(self.served, body, len(p), self.limits) for p in prompts]
         reserved = body.n * sum(len(p) + s.max_tokens for p, s in zip(prompts, samplings, strict=True))
         try:
@@ -147,6 +170,8 @@ class _Api:
             return error.response({"Retry-After": "1"})
         reply = _Reply(self.served.name, chat, handles, body.n * sum(len(p) for p in prompts))
         reply.on_end = lambda: self._ended(key, reserved, reply)
+        if self.feedback is not None:
+            reply.on_done = lambda: self._log(reply, key, body.n, sources, prompts, samplings[0])
         if body.stream:
             usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(_stream(reply, queue, usage, self.metrics), media_type="text/event-stream")
@@ -155,6 +180,26 @@ class _Api:
         finally:
             reply.end()
         return reply.body()
+
+    def _log(self, reply: _Reply, key: str, n: int, sources: list[Any], prompts: list[list[int]], sampling) -> None:
+        if self.feedback is None or "error" in reply.reasons:
+            return
+        tokenizer, served = self.served.engine.tokenizer, self.served
+        record = ResponseRecord(
+            id=reply.id,
+            kind="chat" if reply.chat else "completion",
+            model=served.name,
+            model_version=served.version,
+            adapter=served.adapter,
+            key_name=key,
+            prompts=sources,
+            rendered=[tokenizer.decode(ids, skip_special_tokens=False) for ids in prompts],
+            sampling=asdict(sampling) | {"seeds": "seed + choice index" if sampling.seed is not None else None},
+            n=n,
+            answers=list(reply.texts),
+            finish_reasons=list(reply.reasons),
+        )
+        self.feedback.record(record)
 
     def _ended(self, key: str, reserved: int, reply: _Reply) -> None:
         self.limiter.release(key, reserved - reply.prompt_tokens - reply.completion_tokens)
@@ -180,7 +225,9 @@ class _Reply:
         self.model, self.chat, self.handles, self.created = model, chat, handles, int(time.time())
         self.texts, self.reasons = [""] * len(handles), [None] * len(handles)
         self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
-        self.started, self.on_end, self._ended = time.perf_counter(), None, False
+        self.started, self._ended = time.perf_counter(), False
+        self.on_end: Callable[[], None] | None = None  # once, when the response is over for any reason
+        self.on_done: Callable[[], None] | None = None  # once, when every choice finished, before the client hears
 
     def end(self) -> None:
         """Once, when the response is over (finished, failed, or its client gone): unfinished choices are
@@ -202,6 +249,8 @@ class _Reply:
         if event.finish_reason is not None:
             self.reasons[index] = event.finish_reason
             self.completion_tokens += event.completion_tokens
+            if self.done and self.on_done is not None:
+                self.on_done()
 
     def cancel(self) -> None:
         for handle in self.handles:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from threading import Thread
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from transformers import TextIteratorStreamer
 
 from tunesmith.data.tokenize import render
+from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import Decoding, cut_at_stop
 from tunesmith.methods.loading import LoadedModel
 from tunesmith.output import err
 from tunesmith.train.precision import inference, use_bf16
 
 COMMANDS = "/reset clears the conversation, /exit quits"
+FEEDBACK_COMMANDS = "/good or /bad rates the last answer, /fix TEXT corrects it"
 CHAT_DECODING = Decoding(max_new_tokens=256)  # greedy
 
 
@@ -93,27 +95,63 @@ def stream_reply(
 Reply = Callable[[list[dict[str, str]]], str]  # the conversation so far -> the streamed answer
 
 
-def repl(reply: Reply, system: str | None = None) -> None:
+class FeedbackSink(Protocol):
+    """Where `/good`, `/bad` and `/fix` go: the server that answered, or a local feedback database."""
+
+    def note(self, messages: list[dict[str, str]], answer: str) -> None: ...  # the exchange just made
+
+    def send(self, rating: int | None, correction: str | None) -> str: ...  # stores; says where
+
+
+def repl(reply: Reply, system: str | None = None, feedback: FeedbackSink | None = None) -> None:
     """Read user turns from stdin until /exit or EOF; the history is kept for context. `reply` answers a turn:
-    the model in this process (`local_reply`) or a running server (`serve.remote.remote_reply`)."""
+    the model in this process (`local_reply`) or a running server (`serve.remote.RemoteChat`). `/fix TEXT` also
+    puts TEXT in the history in place of the answer, so the conversation goes on from the corrected one."""
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    err.print(f"[dim]chatting; {COMMANDS}[/]")
+    err.print(f"[dim]chatting; {COMMANDS}{'; ' + FEEDBACK_COMMANDS if feedback else ''}[/]")
     while True:
         try:
             line = input("you> ")
         except (EOFError, KeyboardInterrupt):
             err.print()
             return
-        if line.strip() in {"/exit", "/quit"}:
+        command = line.strip()
+        if command in {"/exit", "/quit"}:
             return
-        if line.strip() == "/reset":
+        if command == "/reset":
             history = history[:1] if system else []
             continue
-        if not line.strip():
+        if command.split(" ", 1)[0] in {"/good", "/bad", "/fix"}:
+            _feedback(command, history, feedback)
+            continue
+        if not command:
             continue
         history.append({"role": "user", "content": line})
         sys.stdout.write("bot> ")
-        history.append({"role": "assistant", "content": reply(history)})
+        answer = reply(history)
+        if feedback is not None:
+            feedback.note(list(history), answer)
+        history.append({"role": "assistant", "content": answer})
+
+
+def _feedback(command: str, history: list[dict[str, str]], feedback: FeedbackSink | None) -> None:
+    """Rate (or correct) the last answer; a mistake here is said and the chat goes on."""
+    name, _, text = command.partition(" ")
+    if feedback is None:
+        err.print("[yellow]feedback is off here[/]")
+    elif not history or history[-1]["role"] != "assistant":
+        err.print("[yellow]there is no answer to rate yet[/]")
+    elif name == "/fix" and not text.strip():
+        err.print("[yellow]/fix needs the corrected answer: /fix TEXT[/]")
+    else:
+        try:
+            rating = {"/good": 1, "/bad": -1}.get(name)
+            err.print(f"[green]✓[/] {feedback.send(rating, text.strip() or None)}")
+        except UserError as exc:
+            err.print(f"[red]✗[/] {exc}")
+            return
+        if name == "/fix":
+            history[-1] = {"role": "assistant", "content": text.strip()}
 
 
 def local_reply(loaded: LoadedModel, decoding: Decoding = CHAT_DECODING) -> Reply:

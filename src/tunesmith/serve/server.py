@@ -3,6 +3,7 @@ speed), start the batching engine, and run the API under uvicorn until Ctrl-C.""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from tunesmith.errors import UserError
 from tunesmith.output import err
 from tunesmith.serve.app import Limits, Served, create_app
 from tunesmith.serve.engine import Engine
+from tunesmith.serve.feedback_log import FeedbackLog
 from tunesmith.serve.keys import ENV_VAR, KeyStore
 from tunesmith.serve.limits import KeyLimits
 
@@ -25,6 +27,7 @@ class ServeOptions:
     max_queue: int = 64
     limits: Limits = Limits()
     key_limits: KeyLimits = KeyLimits()
+    feedback_db: str | None = "feedback.db"  # None: no response log, no /v1/feedback
 
 
 def is_local(host: str) -> bool:
@@ -54,18 +57,39 @@ def build_served(target: str, options: ServeOptions) -> tuple[Served, KeyStore |
     run = find_run(target)
     name = run.name if run is not None else target
     window = int(getattr(model.config, "max_position_embeddings", 2048))
-    return Served(name, engine, window, int(time.time())), keys
+    return Served(name, engine, window, int(time.time()), model_version(target, run)), keys
+
+
+def model_version(target: str, run: Path | None) -> str:
+    """A run's exported weights' content hash (the same name can hold another model after a retrain); else the
+    name it was loaded by."""
+    files = [] if run is None else sorted(run.glob("adapter/*.safetensors")) or sorted(run.glob("model/*.safetensors"))
+    if not files:
+        return target
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def serve(target: str, options: ServeOptions) -> None:
     import uvicorn
 
+    from tunesmith.feedback.store import FeedbackStore
+
+    feedback = FeedbackLog(FeedbackStore(options.feedback_db)) if options.feedback_db else None
     served, keys = build_served(target, options)
-    app = create_app(served, keys, options.limits, options.key_limits)
+    app = create_app(served, keys, options.limits, options.key_limits, feedback)
     where = f"http://{options.host}:{options.port}/v1"
     guard = f"{len(keys)} API key(s)" if keys is not None else "no API key (local only)"
-    err.print(f"serving [bold]{served.name}[/] at {where} · {guard} · batch up to {options.max_batch}; Ctrl-C stops")
+    log = f"responses and feedback → {feedback.store.url.removeprefix('sqlite:///')}" if feedback else "no feedback"
+    err.print(f"serving [bold]{served.name}[/] at {where} · {guard} · batch up to {options.max_batch} · {log}")
+    err.print("Ctrl-C stops")
     try:
         uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False)
     finally:
         served.engine.close()
+        if feedback is not None:
+            feedback.close()

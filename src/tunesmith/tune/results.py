@@ -17,9 +17,10 @@ from rich.table import Table
 from tunesmith.config.load import read_yaml, validate
 from tunesmith.config.schema import Config
 from tunesmith.config.tune import ObjectiveSpec
+from tunesmith.databases import with_driver
 from tunesmith.errors import UserError
 from tunesmith.tune.progress import duration, format_params, trial_seconds
-from tunesmith.tune.study import DIVERGED_ATTR, STUDY_DB, STUDY_FILE, with_driver
+from tunesmith.tune.study import DIVERGED_ATTR, STUDY_DB, STUDY_FILE
 from tunesmith.tune.trial import trial_dir
 
 

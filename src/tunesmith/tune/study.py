@@ -25,6 +25,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesmith.config.tune import TuneConfig
+from tunesmith.databases import masked, with_driver
 from tunesmith.errors import UserError
 
 STUDY_DB = "study.db"
@@ -56,13 +57,6 @@ def storage_url(tune: TuneConfig, folder: Path) -> str:
     return with_driver(tune.storage)
 
 
-def with_driver(url: str) -> str:
-    """A bare postgresql:// URL names the psycopg 3 driver (SQLAlchemy's default, psycopg2, is not installed)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
 def _sqlite_wal(url: str) -> None:
     """Write-ahead logging lets readers and one writer work at once: two workers on one SQLite study wait for each
     other (with the busy timeout) instead of failing with "database is locked". The mode is kept in the file."""
@@ -92,16 +86,7 @@ def open_storage(url: str, tune: TuneConfig) -> RDBStorage:
             )
         except Exception as exc:  # SQLAlchemy raises many types; the user needs the URL and the reason
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"cannot open the study database {_masked(url)}: {reason}") from None
-
-
-def _masked(url: str) -> str:
-    """The URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        rest = f"{user}:***@{rest.split('@', 1)[1]}"
-    return scheme + sep + rest
+            raise UserError(f"cannot open the study database {masked(url)}: {reason}") from None
 
 
 SAMPLERS: dict[str, Callable[[TuneConfig], optuna.samplers.BaseSampler]] = {
