@@ -21,11 +21,12 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/tunesmith demo
 
+# One worker per core (pytest-xdist), each test file on one worker (its module fixtures built once).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "unit or integration"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "unit or integration"
 
 # The newest releases pyproject.toml's ranges allow, in a venv of their own; prints what it got, then the suite.
 test-latest:
