@@ -55,3 +55,14 @@ def test_import_caps_the_onednn_kernel_cache_unless_the_user_set_it():
     assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True).strip() == "64"
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "7"
     assert subprocess.check_output([sys.executable, "-c", code], env=env, text=True).strip() == "7"
+
+
+def test_a_sliced_output_layer_input_gets_the_strides_of_its_shape():
+    from tunesmith.train.precision import _canonical_strides
+
+    hidden = torch.randn(1, 47, 8)
+    last = hidden[:, -1:, :]  # what logits_to_keep=1 hands the output layer: batch stride 47 * 8
+    (fixed,) = _canonical_strides(None, (last,))
+    assert last.stride() == (376, 8, 1) and fixed.stride() == (8, 8, 1)
+    assert fixed.data_ptr() == last.data_ptr() and torch.equal(fixed, last)  # a view, not a copy
+    assert _canonical_strides(None, (torch.randn(2, 3, 8),)) is None

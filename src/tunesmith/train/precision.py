@@ -72,6 +72,33 @@ def _bf16_linear_weights(model: nn.Module) -> Iterator[None]:
             module._parameters["weight"] = weight
 
 
+def _canonical_strides(_module: nn.Module, args: tuple) -> tuple | None:
+    """Give a contiguous input the strides its shape implies. `hidden[:, -1:, :]` (what `logits_to_keep=1` hands
+    the output layer) keeps the stride of the full sequence on its size-1 batch dimension; torch 2.13's bf16
+    linear then takes a batched-matmul path that copies the whole weight: 100 ms instead of 4.5 ms for
+    smollm2-135m's 49152x576 output layer, 2.9x the time of a 47-token prefill."""
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or not x.is_contiguous():
+        return None
+    strides, step = [], 1
+    for size in reversed(x.shape):
+        strides.append(step)
+        step *= size
+    canonical = tuple(reversed(strides))
+    return None if x.stride() == canonical else (x.as_strided(x.shape, canonical), *args[1:])
+
+
+@contextlib.contextmanager
+def _output_layer_strides(model: nn.Module) -> Iterator[None]:
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    handle = output.register_forward_pre_hook(_canonical_strides) if isinstance(output, nn.Module) else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 @contextlib.contextmanager
 def inference(model: nn.Module, bf16: bool) -> Iterator[None]:
     """Forward passes only: eval mode, `torch.inference_mode`, unmasked causal attention as batched matmuls
@@ -87,6 +114,7 @@ def inference(model: nn.Module, bf16: bool) -> Iterator[None]:
             autocast(bf16),
             matmul_attention(model),
             _bf16_linear_weights(model) if bf16 else contextlib.nullcontext(),
+            _output_layer_strides(model) if bf16 else contextlib.nullcontext(),
         ):
             yield
     finally:
