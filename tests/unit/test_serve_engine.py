@@ -158,3 +158,21 @@ def test_role_markers_typed_by_a_user_are_text_not_control_tokens(tiny_tokenizer
         add_generation_prompt=True,
         tokenize=False,
     )
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_answers_stay_the_same(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    shared = "The quick brown fox jumps over the lazy dog. "  # a system turn every request repeats
+    prompts = [shared + tail for tail in ("What is the capital of France?", "Extract the name", "0123")]
+    engine = Engine(model, tokenizer, bf16=False, eos_ids=set())
+    try:
+        results = []
+        for prompt in prompts:  # one after another: each later prompt finds the earlier ones kept
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            results.append(engine.submit(ids, Sampling(max_tokens=12, temperature=0)).result(timeout=60))
+    finally:
+        engine.close()
+    prefix = len(tokenizer(shared.rstrip(), add_special_tokens=False)["input_ids"])
+    assert engine.stats().reused_prompt_tokens >= 2 * prefix
+    for prompt, result in zip(prompts, results, strict=True):
+        assert result.text == tokenizer.decode(one_at_a_time(model, tokenizer, prompt, 12), skip_special_tokens=True)

@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.evaluate.generate import cut_at_stop
 from tunesmith.serve.batch_cache import BatchCache
+from tunesmith.serve.prefix_cache import PrefixCache
 from tunesmith.serve.sampling import Sampling, next_tokens
 from tunesmith.train.precision import inference
 
@@ -94,6 +95,7 @@ class EngineStats:
     active: int
     steps: int
     generated_tokens: int
+    reused_prompt_tokens: int = 0  # prompt tokens not computed again: their prefix's keys and values were kept
 
 
 class Engine:
@@ -115,6 +117,7 @@ class Engine:
         self._wake = threading.Condition()
         self._rows: list[_Row] = []
         self._cache = BatchCache()
+        self._prefixes = PrefixCache()
         self._ids = itertools.count(1)
         self._closed = False
         self._steps = self._generated = 0
@@ -138,7 +141,8 @@ class Engine:
         return handle
 
     def stats(self) -> EngineStats:
-        return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated)
+        reused = self._prefixes.reused_tokens
+        return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated, reused)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop: requests still waiting or decoding end as `cancelled` at the next step."""
@@ -180,8 +184,10 @@ class Engine:
             self._prefill(handle, prompt_ids, sampling)
 
     def _prefill(self, handle: Handle, prompt_ids: list[int], sampling: Sampling) -> None:
-        ids = torch.tensor([prompt_ids])
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        start, cache = self._prefixes.lookup(prompt_ids)
+        ids = torch.tensor([prompt_ids[start:]])
+        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        self._prefixes.keep(prompt_ids, out.cache)
         generator = sampling.generator()
         row = _Row(handle, sampling, len(prompt_ids), generator)
         self._cache.join(out.cache, len(prompt_ids))

@@ -1,0 +1,57 @@
+"""Prompt prefixes already computed: a new request's prefill starts after the longest prefix it shares with a
+recent prompt, reusing that prompt's keys and values.
+
+Chat prompts begin alike: the template's system turn (smollm2's default one is 30 of a typical 47 prompt tokens)
+and, in a conversation, every earlier turn. A prefix's keys and values do not depend on what follows it (causal
+attention), so the reused ones are those the full prefill would compute, up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from transformers import DynamicCache
+
+MIN_SHARED = 8  # shorter shared prefixes are not worth the copy
+MAX_PROMPT = 2048  # longer prompts are not kept (memory)
+
+
+class PrefixCache:
+    def __init__(self, entries: int = 8) -> None:
+        self.entries = entries
+        self._kept: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.reused_tokens = 0
+
+    def lookup(self, prompt: list[int]) -> tuple[int, DynamicCache | None]:
+        """(n, cache of the first n prompt tokens) for the longest kept prefix; (0, None) when none is worth it.
+        At least the prompt's last token is left to compute: its logits choose the first answer token."""
+        best, best_key = 0, None
+        for key in self._kept:
+            shared = min(_shared_length(key, prompt), len(prompt) - 1)
+            if shared > best:
+                best, best_key = shared, key
+        if best < MIN_SHARED or best_key is None:
+            return 0, None
+        self._kept.move_to_end(best_key)
+        self.reused_tokens += best
+        layers = [(k[:, :, :best], v[:, :, :best]) for k, v in self._kept[best_key]]
+        return best, DynamicCache(ddp_cache_data=layers)
+
+    def keep(self, prompt: list[int], cache: DynamicCache) -> None:
+        """Remember a prompt's keys and values (the cache of its prefill, before any answer token)."""
+        if len(prompt) > MAX_PROMPT or self.entries == 0:
+            return
+        self._kept[tuple(prompt)] = [(layer.keys, layer.values) for layer in cache.layers]
+        self._kept.move_to_end(tuple(prompt))
+        while len(self._kept) > self.entries:
+            self._kept.popitem(last=False)
+
+
+def _shared_length(a: tuple[int, ...], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
