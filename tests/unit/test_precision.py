@@ -66,3 +66,6 @@ def test_a_sliced_output_layer_input_gets_the_strides_of_its_shape():
     assert last.stride() == (376, 8, 1) and fixed.stride() == (8, 8, 1)
     assert fixed.data_ptr() == last.data_ptr() and torch.equal(fixed, last)  # a view, not a copy
     assert _canonical_strides(None, (torch.randn(2, 3, 8),)) is None
+    rows = torch.randn(4, 47, 8)[:, -1:, :]  # several rows: not contiguous, copied
+    (copied,) = _canonical_strides(None, (rows,))
+    assert copied.stride() == (8, 8, 1) and torch.equal(copied, rows)
