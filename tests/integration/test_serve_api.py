@@ -281,10 +281,12 @@ def test_a_full_queue_is_a_429_with_retry_after(tiny_model_dir):
 def test_the_cli_refuses_a_public_address_without_keys(tiny_model_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TUNESMITH_API_KEYS"}
     result = subprocess.run(
-        [TUNESMITH, "serve", str(tiny_model_dir), "--host", "0.0.0.0"], capture_output=True, text=True, env=env
-    )
+        [TUNESMITH, "serve", str(tiny_model_dir), "--host", "0.0.0.0"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and "without API keys" in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())  # no feedback database either
 
 
 def test_the_cli_serves_a_model_over_http(tiny_model_dir, tmp_path):

@@ -79,8 +79,12 @@ def serve(target: str, options: ServeOptions) -> None:
 
     from tunesmith.feedback.store import FeedbackStore
 
-    feedback = FeedbackLog(FeedbackStore(options.feedback_db)) if options.feedback_db else None
-    served, keys = build_served(target, options)
+    served, keys = build_served(target, options)  # a refusal (no keys on a public address) creates no database
+    try:
+        feedback = FeedbackLog(FeedbackStore(options.feedback_db)) if options.feedback_db else None
+    except BaseException:
+        served.engine.close()
+        raise
     app = create_app(served, keys, options.limits, options.key_limits, feedback)
     where = f"http://{options.host}:{options.port}/v1"
     guard = f"{len(keys)} API key(s)" if keys is not None else "no API key (local only)"
