@@ -10,6 +10,7 @@ from dataclasses import asdict
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.tokenize import render
+from tunesmith.databases import masked
 from tunesmith.evaluate.generate import Decoding
 from tunesmith.feedback.store import FeedbackRecord, FeedbackStore, ResponseRecord
 
@@ -33,7 +34,7 @@ class LocalFeedback:
         if self._logged is None:
             self._logged = self._log(store, *self._last)
         number = store.add_feedback(FeedbackRecord(self._logged, 0, rating, correction, None, "local"))
-        return f"feedback #{number} stored in {store.url.removeprefix('sqlite:///')}"
+        return f"feedback #{number} stored in {masked(store.url).removeprefix('sqlite:///')}"
 
     def _log(self, store: FeedbackStore, messages: list[dict[str, str]], answer: str) -> str:
         record = ResponseRecord(

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith.databases import masked
 from tunesmith.errors import UserError
 from tunesmith.output import err
 from tunesmith.serve.app import Limits, Served, create_app
@@ -88,7 +89,11 @@ def serve(target: str, options: ServeOptions) -> None:
     app = create_app(served, keys, options.limits, options.key_limits, feedback)
     where = f"http://{options.host}:{options.port}/v1"
     guard = f"{len(keys)} API key(s)" if keys is not None else "no API key (local only)"
-    log = f"responses and feedback → {feedback.store.url.removeprefix('sqlite:///')}" if feedback else "no feedback"
+    log = (
+        f"responses and feedback → {masked(feedback.store.url).removeprefix('sqlite:///')}"
+        if feedback
+        else "no feedback"
+    )
     err.print(f"serving [bold]{served.name}[/] at {where} · {guard} · batch up to {options.max_batch} · {log}")
     err.print("Ctrl-C stops")
     try:
