@@ -24,7 +24,7 @@ from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.serve.app import Limits, Served, create_app
 from tunesmith.serve.engine import Engine
 from tunesmith.serve.keys import KeyStore
-from tunesmith.serve.prompts import chat_prompt_ids
+from tunesmith.serve.prompts import chat_prompt_ids, text_ids
 
 pytestmark = pytest.mark.integration
 TUNESMITH = str(Path(sys.executable).with_name("tunesmith"))
@@ -120,6 +120,8 @@ def test_completions_n_and_models(server):
     assert reply.object == "text_completion" and [c.index for c in reply.choices] == [0, 1, 2]
     again = api.completions.create(model="tiny", prompt="The quick brown", max_tokens=5, n=3, temperature=1, seed=3)
     assert [c.text for c in again.choices] == [c.text for c in reply.choices]  # seeded: repeatable
+    prompt = len(text_ids(server["tokenizer"], "The quick brown"))
+    assert reply.usage.prompt_tokens == prompt  # once, not once per choice
 
 
 def test_concurrent_async_clients_all_succeed(server):

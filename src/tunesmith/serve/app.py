@@ -168,7 +168,8 @@ class _Api:
             self.limiter.release(key, reserved)
             error = ApiError(429, "the server is at capacity; retry shortly", "rate_limit_exceeded", "queue_full")
             return error.response({"Retry-After": "1"})
-        reply = _Reply(self.served.name, chat, handles, body.n * sum(len(p) for p in prompts))
+        # usage counts each prompt once, however many choices it has (as OpenAI's API does)
+        reply = _Reply(self.served.name, chat, handles, sum(len(p) for p in prompts))
         reply.on_end = lambda: self._ended(key, reserved, reply)
         if self.feedback is not None:
             reply.on_done = lambda: self._log(reply, key, body.n, sources, prompts, samplings[0])
