@@ -176,3 +176,16 @@ def test_a_shared_prompt_prefix_is_computed_once_and_answers_stay_the_same(model
     assert engine.stats().reused_prompt_tokens >= 2 * prefix
     for prompt, result in zip(prompts, results, strict=True):
         assert result.text == tokenizer.decode(one_at_a_time(model, tokenizer, prompt, 12), skip_special_tokens=True)
+
+
+def test_the_prefix_cache_keeps_at_most_its_token_budget_least_recently_used_out():
+    from types import SimpleNamespace
+
+    from tunesmith.serve.prefix_cache import PrefixCache
+
+    kept = PrefixCache(entries=8, max_tokens=20)
+    layer = SimpleNamespace(keys=torch.zeros(1, 1, 10, 2), values=torch.zeros(1, 1, 10, 2))
+    for first in (1, 2, 3):
+        kept.keep([first] * 10, SimpleNamespace(layers=[layer]))
+    assert kept.lookup([1] * 10 + [0])[0] == 0  # the oldest went to stay within 20 tokens
+    assert kept.lookup([3] * 10 + [0])[0] == 10 and kept.lookup([2] * 10 + [0])[0] == 10
