@@ -124,7 +124,7 @@ def test_export_writes_sft_dpo_and_kto_rows_and_checks_them_for_leakage(server, 
 
 
 def test_chat_commands_rate_and_correct_the_last_answer(server, tiny_model_dir, tmp_path):
-    script = "Hello\n/good\n/fix Hi there.\n/bad\n/exit\n"
+    script = "Hello\n/good\n/fix Hi there.\n/bad not like that\n/exit\n"
     command = [TUNESMITH, "chat", str(tiny_model_dir), "--feedback-db", str(tmp_path / "l.db"), "--max-new-tokens", "4"]
     local = subprocess.run(command, input=script, capture_output=True, text=True, timeout=300)
     assert local.returncode == 0 and local.stderr.count("✓") == 3, local.stderr

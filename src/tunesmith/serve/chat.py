@@ -146,7 +146,8 @@ def _feedback(command: str, history: list[dict[str, str]], feedback: FeedbackSin
     else:
         try:
             rating = {"/good": 1, "/bad": -1}.get(name)
-            err.print(f"[green]✓[/] {feedback.send(rating, text.strip() or None)}")
+            correction = text.strip() if name == "/fix" else None  # words after /good or /bad are not an answer
+            err.print(f"[green]✓[/] {feedback.send(rating, correction)}")
         except UserError as exc:
             err.print(f"[red]✗[/] {exc}")
             return
