@@ -207,7 +207,7 @@ class Engine:
             use_cache=True,
             logits_to_keep=1,
         )
-        self._cache.accept_step(mask)
+        self._cache.accept_step(out.cache, mask)
         self._steps += 1
         rows = self._rows
         chosen = next_tokens(out.logits[:, -1, :], [r.sampling for r in rows], [r.generator for r in rows])
