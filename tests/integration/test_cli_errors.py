@@ -54,6 +54,12 @@ def test_missing_field(workdir):
     assert no_runs(workdir)
 
 
+def test_dpo_on_rows_without_a_rejected_answer(workdir, qa_data):
+    result = run_cli("train", "cfg.yaml", "--set", "task.name=dpo", "--set", f"data.train={qa_data}", cwd=workdir)
+    assert_one_line_error(result, "preference rows {prompt, chosen, rejected}", "format prompt_completion")
+    assert no_runs(workdir)
+
+
 def test_unknown_config_key(workdir):
     result = run_cli("train", "cfg.yaml", "--set", "train.lrr=1e-4", cwd=workdir)
     assert_one_line_error(result, "train.lrr", 'Did you mean "lr"')

@@ -194,3 +194,47 @@ def test_sft_runs_through_the_shared_recipe(tiny_model_dir, qa_data, tmp_path):
     summary = _summary(run)
     assert summary["task"] == "sft" and summary["steps"] == 1 and (run / "adapter").is_dir()
     assert summary["tuned_val_perplexity"] > 1 and summary["base_val_perplexity"] > 1
+
+
+def _preference_rows(n: int, first: int) -> list[dict]:
+    """A consistent preference: answer with the city, never decline."""
+    rng = random.Random(first)
+    rows = []
+    for i in range(first, first + n):
+        city = rng.choice(["Paris", "Porto"])
+        rows.append(
+            {"prompt": f"Where is Maria {i}?", "chosen": f"Maria lives in {city}.", "rejected": "I do not know."}
+        )
+    return rows
+
+
+@pytest.mark.parametrize(("method", "loss"), [("lora", "sigmoid"), ("full", "ipo")])
+def test_dpo_learns_the_preference_and_predict_scores_both_answers(tiny_model_dir, tmp_path, method, loss):
+    train = _write(tmp_path / "pairs.jsonl", _preference_rows(40, 0))
+    val = _write(tmp_path / "pairs-val.jsonl", _preference_rows(12, 100))
+    cfg = task_config(
+        tiny_model_dir, (train, val), tmp_path, "dpo", "dpo", f"method.name={method}", f"task.preference_loss={loss}",
+        "train.max_steps=8", "train.best_metric=reward_accuracy", "data.max_length=64",
+    )  # fmt: skip
+    summary = _summary(run_train(cfg).path)
+    run = tmp_path / "dpo"
+    assert summary["task"] == "dpo" and summary["train_examples"] == 40 and summary["val_examples"] == 12
+    assert summary["tuned_val_loss"] < summary["base_val_loss"]
+    assert summary["val_reward_accuracy"] > 0.5 and summary["val_reward_margin"] > 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    base = next(r for r in rows if r.get("step") == 0 and "val_loss" in r)
+    assert base["val_reward_margin"] == pytest.approx(0, abs=1e-5)  # the base is its own reference
+
+    out = tmp_path / "scores.jsonl"
+    result = CliRunner().invoke(app, ["predict", str(run), "--data", str(val), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(scored) == 12 and all(
+        set(r) == {"line", "chosen_logp", "rejected_logp", "prefers_chosen"} for r in scored
+    )
+    assert sum(r["prefers_chosen"] for r in scored) / 12 >= base["val_preference_accuracy"]
+
+
+def test_dpo_options_on_another_task_are_config_errors(tiny_model_dir, qa_data, tmp_path):
+    with pytest.raises(UserError, match="beta applies to the dpo task"):
+        task_config(tiny_model_dir, qa_data, tmp_path, "x", "sft", "task.beta=0.5")

@@ -82,7 +82,7 @@ def test_example_needs_exactly_one_of_messages_and_text() -> None:
 
 
 def test_registry_rejects_duplicates_and_is_in_detection_order() -> None:
-    assert list(FORMATS) == ["chat", "alpaca", "prompt_completion", "text_label", "tokens_tags", "text"]
+    assert list(FORMATS) == ["chat", "alpaca", "preference", "prompt_completion", "text_label", "tokens_tags", "text"]
     with pytest.raises(ValueError, match="already registered"):
         register(FORMATS["alpaca"])
 

@@ -100,7 +100,9 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train held out when `val` is not given.")
     max_val_rows: int | None = Field(200, ge=1, description="Cap on validation rows (evaluation cost).")
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows.")
-    format: str = Field("auto", description="auto, alpaca, prompt_completion, chat, text_label, tokens_tags or text.")
+    format: str = Field(
+        "auto", description="auto, alpaca, preference, prompt_completion, chat, text_label, tokens_tags or text."
+    )
     max_length: int = Field(512, ge=8, le=1_048_576, description="Tokens per example after the chat template.")
     skip_invalid: bool = Field(False, description="Drop invalid rows (reported) instead of stopping.")
     system_prompt: str | None = Field(None, description="System message prepended to every conversation.")
@@ -312,6 +314,7 @@ class TaskConfig(Section):
         "sft",
         description="sft: answer chat turns (causal LM). classify: one label per text (new classification head). "
         "ner: one BIO tag per word (new token-classification head). pretrain: continued pre-training on raw text. "
+        "dpo: prefer the chosen over the rejected answer of {prompt, chosen, rejected} rows (preference tuning). "
         "Any registered task (tunesmith.tasks.TASKS).",
     )
     labels: list[str] | None = Field(
@@ -333,6 +336,18 @@ class TaskConfig(Section):
         "random weights: at a body's fine-tuning rate (2e-5) it barely moves in a short run, at a soft prompt's "
         "(3e-2) it diverges.",
     )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="dpo: how far the tuned model may move from the base (the reference). sigmoid: the scale of "
+        "the log-ratio margin; ipo: the target margin is 1/(2·beta). Smaller lets it move further.",
+    )
+    preference_loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid",
+        description="dpo: sigmoid (DPO, Rafailov et al. 2023) or ipo (Azar et al. 2023; log-ratios averaged per "
+        "answer token, as TRL does).",
+    )
 
     @model_validator(mode="after")
     def _options_fit_the_task(self) -> TaskConfig:
@@ -342,6 +357,9 @@ class TaskConfig(Section):
             raise ValueError("labels must list at least two distinct labels")
         if self.pooling != "auto" and self.name != "classify":
             raise ValueError(f"pooling applies to the classify task, not to {self.name}")
+        for option in ("beta", "preference_loss"):  # a saved run config lists the defaults: only changes are errors
+            if getattr(self, option) != type(self).model_fields[option].default and self.name != "dpo":
+                raise ValueError(f"{option} applies to the dpo task, not to {self.name}")
         return self
 
 

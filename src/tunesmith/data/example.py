@@ -21,6 +21,7 @@ class Example:
         messages: chat turns `{"role": "system"|"user"|"assistant", "content": str}`. Assistant turns are the
             trained targets.
         text: raw text for continued pre-training (every token is trained).
+        rejected: preference rows (`dpo`): the answer judged worse than the last assistant turn (the chosen one).
 
     Exactly one of `messages` and `text` is set.
     """
@@ -28,10 +29,20 @@ class Example:
     line: int
     messages: tuple[dict[str, str], ...] = ()
     text: str | None = None
+    rejected: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.text is not None):
             raise ValueError("Example needs exactly one of `messages` (non-empty) and `text`")
+        if self.rejected is not None and self.target is None:
+            raise ValueError("a preference Example needs an assistant turn (the chosen answer) beside `rejected`")
+
+    @property
+    def rejected_messages(self) -> tuple[dict[str, str], ...]:
+        """The conversation with the rejected answer in place of the chosen one (preference rows only)."""
+        if self.rejected is None:
+            raise ValueError("not a preference example")
+        return (*self.prompt_messages, {"role": "assistant", "content": self.rejected})
 
     @property
     def target(self) -> str | None:

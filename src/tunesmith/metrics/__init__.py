@@ -9,6 +9,7 @@ and the best checkpoint can be picked by any of them:
 | text | one reference / one generated answer per example |
 | tags | one tag sequence per sentence (NER) |
 | loss | token counts / summed negative log-likelihoods per example |
+| preference | each pair's chosen-answer score / its rejected-answer score (`task: dpo`) |
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from tunesmith.metrics.entity_f1 import entities, entity_f1, entity_scores
 from tunesmith.metrics.exact_match import exact_match, normalize_answer
 from tunesmith.metrics.macro_f1 import macro_f1
 from tunesmith.metrics.perplexity import perplexity
+from tunesmith.metrics.preference import reward_accuracy, reward_margin
 from tunesmith.metrics.rouge_l import rouge_l
 from tunesmith.metrics.sacrebleu_scores import bleu, chrf
 from tunesmith.registry import add_unique
 
-Kind = Literal["label", "text", "tags", "loss"]
+Kind = Literal["label", "text", "tags", "loss", "preference"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ register("rouge_l", Metric(rouge_l, "text"))
 register("bleu", Metric(bleu, "text", percent=False))
 register("chrf", Metric(chrf, "text", percent=False))
 register("perplexity", Metric(perplexity, "loss", higher_is_better=False, percent=False))
+register("reward_accuracy", Metric(reward_accuracy, "preference"))
+register("reward_margin", Metric(reward_margin, "preference", percent=False))
+# chosen vs rejected log-probability under the model itself (no reference): comparable between base and tuned
+register("preference_accuracy", Metric(reward_accuracy, "preference"))
 
 
 def unknown_metric(name: str) -> str | None:
@@ -85,6 +91,8 @@ __all__ = [
     "normalize_answer",
     "perplexity",
     "register",
+    "reward_accuracy",
+    "reward_margin",
     "rouge_l",
     "unknown_metric",
 ]

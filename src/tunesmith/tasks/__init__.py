@@ -1,4 +1,4 @@
-"""Tasks: what a model learns (sft, classify, ner, pretrain), registered one line each in a plain dict."""
+"""Tasks: what a model learns (sft, classify, ner, pretrain, dpo), registered one line each in a plain dict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from tunesmith.config.components import register_task_name
 from tunesmith.methods.loading import run_config
 from tunesmith.registry import add_unique
-from tunesmith.tasks import classify, ner, pretrain, sft
+from tunesmith.tasks import classify, dpo, ner, pretrain, sft
 from tunesmith.tasks.base import LANGUAGE_MODEL_COMMANDS, Task, TaskData, TaskSteps, check_serves
 
 TASKS: dict[str, Task] = {}
@@ -30,6 +30,15 @@ register(
         "continued pre-training on raw text packed into blocks",
         pretrain.predict,
         pretrain.STEPS,
+        LANGUAGE_MODEL_COMMANDS,
+    )
+)
+register(
+    Task(
+        "dpo",
+        "prefer the chosen over the rejected answer (preference pairs, causal LM)",
+        dpo.predict,
+        dpo.STEPS,
         LANGUAGE_MODEL_COMMANDS,
     )
 )

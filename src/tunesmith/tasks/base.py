@@ -94,7 +94,7 @@ def check_serves(task: Task, command: str, run_dir: Path) -> None:
         others = ", ".join(sorted(task.serves | {"predict"}))
         raise UserError(
             f"{run_dir} is a {task.name} run ({task.description}); `tunesmith {command}` needs a run whose model is "
-            f"a language model (task sft or pretrain). This run's model serves: {others}"
+            f"a language model (task sft, pretrain or dpo). This run's model serves: {others}"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from tunesmith.data.formats.alpaca import ALPACA
 from tunesmith.data.formats.base import Format, RowError
 from tunesmith.data.formats.chat import CHAT
+from tunesmith.data.formats.preference import PREFERENCE
 from tunesmith.data.formats.prompt_completion import PROMPT_COMPLETION
 from tunesmith.data.formats.text import TEXT
 from tunesmith.data.formats.text_label import TEXT_LABEL
@@ -26,6 +27,7 @@ def register(fmt: Format) -> Format:
 
 register(CHAT)
 register(ALPACA)
+register(PREFERENCE)
 register(PROMPT_COMPLETION)
 register(TEXT_LABEL)
 register(TOKENS_TAGS)
