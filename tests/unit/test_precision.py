@@ -8,6 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from tunesmith.compat.peft_casts import input_casts_still_happen, skip_adapter_input_casts
+from tunesmith.train import precision
 from tunesmith.train.precision import autocast, use_bf16
 
 pytestmark = pytest.mark.unit
@@ -15,6 +16,29 @@ pytestmark = pytest.mark.unit
 
 def test_precision_settings_resolve():
     assert use_bf16("bf16") and not use_bf16("fp32")
+
+
+@pytest.mark.parametrize(("bf16_rate", "fp32_rate", "chosen"), [(143.0, 257.0, False), (420.0, 130.0, True)])
+def test_auto_precision_follows_the_measured_matmul_rates_and_keeps_them(
+    monkeypatch, tmp_path, bf16_rate, fp32_rate, chosen
+):
+    """A CPU with the bf16 flag whose bf16 matmuls are slower trains in fp32; the measurement is kept, so the next
+    process on the machine decides the same way without measuring."""
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    rates = {torch.bfloat16: bf16_rate, torch.float32: fp32_rate}
+    monkeypatch.setattr(precision, "_matmul_rate", lambda dtype: rates[dtype])
+    precision.bf16_matmul_speedup.cache_clear()
+    try:
+        assert use_bf16("auto") is chosen
+        kept = list((tmp_path / "cpu").glob("bf16-*.json"))
+        assert len(kept) == 1 and '"speedup"' in kept[0].read_text()
+        monkeypatch.setattr(precision, "_matmul_rate", lambda dtype: pytest.fail("measured again"))
+        precision.bf16_matmul_speedup.cache_clear()
+        assert use_bf16("auto") is chosen and precision.bf16_matmul_speedup() == pytest.approx(bf16_rate / fp32_rate)
+    finally:
+        precision.bf16_matmul_speedup.cache_clear()
 
 
 def test_skip_adapter_casts_keeps_the_autocast_result(tiny_model_dir):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tunesmith import environment as env
 from tunesmith.cli.output import out
+from tunesmith.train.precision import bf16_matmul_speedup, cpu_supports_bf16
 
 
 def _facts() -> dict[str, Any]:
@@ -20,6 +21,7 @@ def _facts() -> dict[str, Any]:
         "lock_differences": env.lock_differences(env.read_lock(lock)) if lock else None,
         "git": env.git_commit(),
         "cpu": env.cpu_features(),
+        "bf16_matmul_speedup": bf16_matmul_speedup() if cpu_supports_bf16() else None,
         "compiler": env.compiler(),
         "allocator": env.allocator(),
         "accelerator": env.accelerator(),
@@ -77,6 +79,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     table.add_row("cpu", f"{cpu['model']} · {cpu['cores']} cores · torch threads {cpu['torch_threads']}")
     bf16, amx = _yes(cpu["avx512_bf16"]), _yes(cpu["amx"])
     table.add_row("cpu features", f"{cpu['capability']} · AVX512-BF16 {bf16} · AMX {amx}")
+    if (speedup := facts["bf16_matmul_speedup"]) is not None:
+        chosen = "bf16 autocast" if speedup > 1 else "fp32"
+        table.add_row("bf16 matmuls", f"{speedup:.2f}x the fp32 rate here: precision auto trains in {chosen}")
     no_compiler = "[yellow]none: train.fused_ops falls back to the model's own code[/]"
     table.add_row("C++ compiler", facts["compiler"] or no_compiler)
     alloc = facts["allocator"]

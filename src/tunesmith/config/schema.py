@@ -187,7 +187,11 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast where supported.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 autocast on a GPU that supports it, or on a CPU whose bf16 matmuls measure faster "
+        "than fp32 ones (measured once per machine, kept in the cache; `tunesmith doctor` shows it).",
+    )
     eval_every: int = Field(50, ge=1, description="Evaluate on validation data every N optimizer steps.")
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept (the best one is kept too).")

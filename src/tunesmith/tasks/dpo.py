@@ -8,6 +8,7 @@ answer more likely than the rejected one). Prediction scores both answers of eac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tunesmith.methods.loading import load_run, merged_for_inference
 from tunesmith.models import load_causal_lm
 from tunesmith.tasks.base import LoopEvaluate, TaskData, TaskSteps, data_report
 from tunesmith.train.numerics import completion_logps
-from tunesmith.train.precision import inference, use_bf16
+from tunesmith.train.precision import inference, threads, use_bf16
 from tunesmith.train.preference import collate_pairs, evaluate_pairs, preference_objective, reference_logps
 
 FORMAT_HINT = "task dpo trains on preference rows {prompt, chosen, rejected} (data.format: preference)"
@@ -57,9 +58,13 @@ def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
 def build_model(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
     """The causal LM, after it has scored every pair as the reference model (before any method changes it)."""
     model = load_causal_lm(cfg.model.name, dtype=base_dtype(cfg), trust_remote_code=cfg.model.trust_remote_code)
-    bf16, pad = use_bf16(cfg.train.precision), pad_id(tokenizer)
-    for what, pairs in (("train", data.prepared.train), ("val", data.prepared.val)):
-        reference_logps(model, pairs, pad, cfg.eval.batch_size, bf16, what)  # type: ignore[arg-type]
+    bf16, pad, seconds = use_bf16(cfg.train.precision), pad_id(tokenizer), {}
+    with threads(cfg.train.threads):
+        for what, pairs in (("train", data.prepared.train), ("val", data.prepared.val)):
+            started = time.perf_counter()
+            reference_logps(model, pairs, pad, cfg.eval.batch_size, bf16, what)  # type: ignore[arg-type]
+            seconds[what] = round(time.perf_counter() - started, 2)
+    data.prepared.report["reference_seconds"] = seconds  # in data_report.json: part of the training cost
     return model
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +25,67 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# tokens x hidden -> MLP width of a small decoder: the matmuls training and scoring spend their time in
+_PROBE_SHAPE = (2048, 576, 1536)
+
+
+def _matmul_rate(dtype: torch.dtype, seconds: float = 0.15, trials: int = 3) -> float:
+    """Best GFLOP/s of `trials` runs of the probe matmul in `dtype` at torch's current thread count."""
+    m, k, n = _PROBE_SHAPE
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a @ b  # first call: kernel selection, page faults
+    best = 0.0
+    for _ in range(trials):
+        runs, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            a @ b
+            runs += 1
+        best = max(best, 2 * m * k * n * runs / elapsed / 1e9)
+    return best
+
+
+def _probe_file() -> Path | None:
+    """Where the measured speed-up of this CPU, torch build and thread count is kept (None: nowhere writable)."""
+    from tunesmith.models.cache import cache_dir
+
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line for line in cpu.splitlines() if line.startswith("model name")), "")
+    flags = next((line for line in cpu.splitlines() if line.startswith("flags")), "")
+    key = hashlib.sha256(f"{cpu.count('processor')}|{model}|{flags}|{torch.__version__}".encode()).hexdigest()[:16]
+    return cache_dir() / "cpu" / f"bf16-{key}-t{torch.get_num_threads()}.json"
+
+
+@functools.cache
+def bf16_matmul_speedup() -> float:
+    """bf16 ÷ fp32 matmul throughput on this CPU, measured once (about a second) and kept in the cache.
+
+    Having AVX512-BF16 is not enough: on some hosts bf16 matmuls run at half the fp32 rate (measured on
+    2026-12-07: 143 vs 257 GFLOP/s on 2 cores with the flag), on others several times faster (400-2,200).
+    The kept value makes every run on one machine choose the same precision (a resume never switches).
+    """
+    path = _probe_file()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return float(json.loads(path.read_text())["speedup"])  # type: ignore[union-attr]
+    bf16, fp32 = _matmul_rate(torch.bfloat16), _matmul_rate(torch.float32)
+    speedup = bf16 / fp32 if fp32 else 0.0
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        partial = path.with_suffix(f".{os.getpid()}.tmp")  # type: ignore[union-attr]
+        partial.write_text(json.dumps({"speedup": speedup, "bf16_gflops": bf16, "fp32_gflops": fp32}))
+        partial.replace(path)  # type: ignore[arg-type]
+    return speedup
+
+
 def use_bf16(precision: str) -> bool:
-    """Resolve a `train.precision` setting (auto, bf16, fp32) to whether bf16 autocast is on."""
+    """Resolve a `train.precision` setting (auto, bf16, fp32) to whether bf16 autocast is on. auto: on a GPU
+    that supports it, or on a CPU with native bf16 where bf16 matmuls measure faster than fp32 ones."""
     if precision == "fp32":
         return False
     if precision == "bf16":
         return True
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported() or cpu_supports_bf16()
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16() and bf16_matmul_speedup() > 1.0
 
 
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:
