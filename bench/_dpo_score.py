@@ -3,7 +3,7 @@
 Usage: python bench/_dpo_score.py TEST.jsonl '{"name": "ADAPTER_DIR", ...}'
 
 A pair counts when its chosen answer has the higher summed log-probability (tunesmith's encoding of the test rows,
-bf16 autocast, adapters merged for inference).
+the precision `train.precision: auto` picks, adapters merged).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tunesmith.data.preference import encode_pairs
 from tunesmith.data.tokenize import pad_id, with_chat_template
 from tunesmith.models import load_causal_lm, load_tokenizer
 from tunesmith.train.numerics import completion_logps
-from tunesmith.train.precision import inference
+from tunesmith.train.precision import inference, use_bf16
 from tunesmith.train.preference import collate_pairs
 
 BATCH = 16
@@ -26,7 +26,7 @@ BATCH = 16
 
 def accuracy(model, pairs, pad: int) -> float:
     wins = 0
-    with inference(model, bf16=True):
+    with inference(model, use_bf16("auto")):
         for start in range(0, len(pairs), BATCH):
             logps, _ = completion_logps(model, collate_pairs(pairs[start : start + BATCH], pad))
             chosen, rejected = logps.chunk(2)

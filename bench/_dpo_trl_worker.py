@@ -37,7 +37,7 @@ def main() -> None:
         per_device_train_batch_size=s["batch_size"],
         learning_rate=s["lr"],
         lr_scheduler_type="cosine",
-        warmup_ratio=s["warmup_ratio"],
+        warmup_steps=s["warmup_ratio"],  # a float below 1 is a ratio of the total steps (transformers 5)
         beta=s["beta"],
         max_length=s["max_length"],
         save_strategy="no",
@@ -45,6 +45,7 @@ def main() -> None:
         logging_steps=4,
         eval_strategy="no",
         seed=0,
+        **({} if s.get("trl_bf16") is None else {"bf16": s["trl_bf16"]}),
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = DPOTrainer(

@@ -9,8 +9,10 @@ Data: Anthropic HH-RLHF harmless-base pairs (../shared/data/hh_rlhf), each trans
 so nothing is truncated at 512 tokens; seeded split into train, val (checkpoint picking) and test (held out).
 
 Both systems: smollm2-135m, LoRA r=16 α=32 on all linear layers, no dropout, β=0.1, sigmoid loss, batch 8, lr 1e-4
-cosine with 10% warmup, 1 epoch, max length 512, bf16 autocast, the base with the adapter off as reference. TRL
-keeps its other defaults. Each system runs in its own subprocess; rounds alternate the order.
+cosine with 10% warmup, 1 epoch, max length 512, the base with the adapter off as reference, and the same
+precision: the one tunesmith's `train.precision: auto` picks on this host (bf16 autocast where bf16 matmuls
+measure faster than fp32, else fp32); `--trl-defaults` leaves TRL on its own default (bf16). TRL keeps its other
+defaults (gradient checkpointing on). Each system runs in its own subprocess; rounds alternate the order.
 
 Throughput: tokens of both sides of every pair (prompt + answer, no padding) / training wall time, with the
 reference log-probs included (TRL computes them inside `train()`; tunesmith once before its loop). Held-out
@@ -106,13 +108,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both systems")
     parser.add_argument("--prepare-only", action="store_true", help="write the data files and stop")
     parser.add_argument("--skip-trl", action="store_true", help="only tunesmith")
+    parser.add_argument("--trl-defaults", action="store_true", help="TRL in its default precision (bf16)")
     parser.add_argument("--out", default=str(RUNS / "bench-dpo"), help="where both systems write their adapters")
     args = parser.parse_args()
     n_train, n_test = (48, 100) if args.quick else (128, 300)
     files = prepare(n_train, 64, n_test)
     if args.prepare_only:
         return
-    out, settings = Path(args.out), json.dumps(SETTINGS)
+    from tunesmith.train.precision import use_bf16
+
+    bf16 = use_bf16("auto")
+    trl_bf16 = None if args.trl_defaults else bf16
+    out, settings = Path(args.out), json.dumps({**SETTINGS, "trl_bf16": trl_bf16})
+    trl = "its default (bf16)" if trl_bf16 is None else ("bf16" if trl_bf16 else "fp32")
+    print(f"precision: tunesmith {'bf16' if bf16 else 'fp32'}, TRL {trl}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     results: dict[str, list[dict]] = {"trl": [], "tunesmith": []}
     for round_ in range(args.rounds):

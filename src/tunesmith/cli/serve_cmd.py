@@ -17,7 +17,13 @@ def serve(
         Path | None,
         typer.Option(help="API keys, one per line (name:key); re-read when it changes. Or set $TUNESMITH_API_KEYS"),
     ] = None,
-    adapter: Annotated[str | None, typer.Option(help="MODEL is a sequence folder: serve this task's stage")] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Serve LoRA adapters on MODEL's base together, chosen by the request's `model`: NAME=PATH (a run "
+            "or adapter folder; repeatable), or NAME alone for a task's stage when MODEL is a sequence folder"
+        ),
+    ] = None,
     max_batch: Annotated[int, typer.Option(min=1, max=256, help="Requests decoded together")] = 16,
     max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond the batch; more get 429")] = 64,
     max_tokens: Annotated[int, typer.Option(min=1, help="Cap (and default) of a request's max_tokens")] = 1024,
@@ -38,8 +44,11 @@ def serve(
     from tunesmith.serve.server import serve as run_server
     from tunesmith.train.run_dir import stage_run
 
-    target = str(stage_run(model, adapter)) if adapter else model
+    adapters = list(adapter or [])
+    target = model
+    if len(adapters) == 1 and "=" not in adapters[0] and (Path(model) / "sequence.json").is_file():
+        target, adapters = str(stage_run(model, adapters[0])), []  # one stage alone: merged, at the base's speed
     limits = Limits(max_tokens=max_tokens)
     key_limits = KeyLimits(rpm, tpm, concurrent)
-    options = ServeOptions(host, port, keys_file, max_batch, max_queue, limits, key_limits)
+    options = ServeOptions(host, port, keys_file, max_batch, max_queue, limits, key_limits, adapters=tuple(adapters))
     run_server(target, replace(options, feedback_db=None if no_feedback else feedback_db))

@@ -37,13 +37,30 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ModelEntry:
+    """One model id a client can put in `model`: the engine's adapter it runs and what exactly answers."""
+
+    id: str
+    engine_adapter: str | None = None  # a PEFT adapter name (or engine.BASE) when the engine serves several
+    version: str = ""  # the adapter's or model's content hash, logged with each response
+    adapter: str | None = None  # logged with each response: the adapter's name, None for a whole model
+
+
+@dataclass(frozen=True)
 class Served:
-    name: str  # the id clients put in `model`
+    name: str  # the default id clients put in `model` (the first of `models`)
     engine: Engine
     context_window: int
     created: int
-    version: str = ""  # what exactly answers: the adapter's or model's content hash, logged with each response
+    version: str = ""
     adapter: str | None = None
+    others: tuple[ModelEntry, ...] = ()  # further ids on the same engine (several adapters on one base)
+    engine_adapter: str | None = None  # the default id's adapter when the engine serves several
+
+    @property
+    def models(self) -> dict[str, ModelEntry]:
+        first = ModelEntry(self.name, self.engine_adapter, self.version, self.adapter)
+        return {entry.id: entry for entry in (first, *self.others)}
 
 
 def create_app(
@@ -63,7 +80,8 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         now = stats()
-        return {"status": "ok", "model": served.name, "active": now.active, "waiting": now.waiting}
+        return {"status": "ok", "model": served.name, "models": list(served.models), "active": now.active,
+                "waiting": now.waiting}  # fmt: skip
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -71,24 +89,24 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict:
-        entry = {"id": served.name, "object": "model", "created": served.created, "owned_by": "tunesmith"}
-        return {"object": "list", "data": [entry]}
+        owner = {"object": "model", "created": served.created, "owned_by": "tunesmith"}
+        return {"object": "list", "data": [{"id": name, **owner} for name in served.models]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatRequest):
-        _check_model(body.model, served)
+        entry = _served_model(body.model, served)
         roles = {"developer": "system"}  # OpenAI's newer name for the system turn
         messages = [{"role": roles.get(m.role, m.role), "content": m.content} for m in body.messages]
         prompt = chat_prompt_ids(served.engine.tokenizer, messages)
-        return await api.complete(_key(request), body, [prompt], chat=True, sources=[messages])
+        return await api.complete(_key(request), body, [prompt], chat=True, sources=[messages], entry=entry)
 
     @app.post("/v1/completions")
     async def completions(request: Request, body: CompletionRequest):
-        _check_model(body.model, served)
+        entry = _served_model(body.model, served)
         prompts = [text_ids(served.engine.tokenizer, p) for p in body.prompts()]
         if any(not p for p in prompts):
             raise ApiError(400, "prompt must not be empty", "invalid_request_error", param="prompt")
-        return await api.complete(_key(request), body, prompts, chat=False, sources=body.prompts())
+        return await api.complete(_key(request), body, prompts, chat=False, sources=body.prompts(), entry=entry)
 
     @app.post("/v1/feedback")
     async def add_feedback(request: Request, body: FeedbackRequest) -> dict:
@@ -109,10 +127,13 @@ def _key(request: Request) -> str:
     return getattr(request.state, "key", None) or "local"
 
 
-def _check_model(name: str, served: Served) -> None:
-    if name != served.name:
-        message = f"model {name!r} is not served here; GET /v1/models lists {served.name!r}"
+def _served_model(name: str, served: Served) -> ModelEntry:
+    entry = served.models.get(name)
+    if entry is None:
+        listed = ", ".join(repr(m) for m in served.models)
+        message = f"model {name!r} is not served here; GET /v1/models lists {listed}"
         raise ApiError(404, message, "invalid_request_error", "model_not_found", "model")
+    return entry
 
 
 def _sampling(served: Served, body: ChatRequest | CompletionRequest, prompt_len: int, limits: Limits) -> Sampling:
@@ -145,9 +166,11 @@ class _Api:
     metrics: ServeMetrics
     feedback: FeedbackLog | None = None
 
-    async def complete(self, key: str, body, prompts: list[list[int]], chat: bool, sources: list[Any]):
-        """Admit (per-key limits), submit every choice, then answer whole or as a stream. `sources` are the
-        prompts as the client sent them, logged with the answers for feedback."""
+    async def complete(
+        self, key: str, body, prompts: list[list[int]], chat: bool, sources: list[Any], entry: ModelEntry
+    ):
+        """Admit (per-key limits), submit every choice to `entry`'s model, then answer whole or as a stream.
+        `sources` are the prompts as the client sent them, logged with the answers for feedback."""
         samplings = [_sampling(self.served, body, len(p), self.limits) for p in prompts]
         reserved = body.n * sum(len(p) + s.max_tokens for p, s in zip(prompts, samplings, strict=True))
         try:
@@ -161,7 +184,8 @@ class _Api:
             for p, (prompt, sampling) in enumerate(zip(prompts, samplings, strict=True)):
                 for i in range(body.n):
                     seeded = sampling if sampling.seed is None else _with_seed(sampling, sampling.seed + i)
-                    handles.append(self.served.engine.submit(prompt, seeded, _sink(loop, queue, p * body.n + i)))
+                    sink = _sink(loop, queue, p * body.n + i)
+                    handles.append(self.served.engine.submit(prompt, seeded, sink, entry.engine_adapter))
         except QueueFull:
             for handle in handles:
                 handle.cancel()
@@ -169,10 +193,10 @@ class _Api:
             error = ApiError(429, "the server is at capacity; retry shortly", "rate_limit_exceeded", "queue_full")
             return error.response({"Retry-After": "1"})
         # usage counts each prompt once, however many choices it has (as OpenAI's API does)
-        reply = _Reply(self.served.name, chat, handles, sum(len(p) for p in prompts))
+        reply = _Reply(entry.id, chat, handles, sum(len(p) for p in prompts))
         reply.on_end = lambda: self._ended(key, reserved, reply)
         if self.feedback is not None:
-            reply.on_done = lambda: self._log(reply, key, body.n, sources, prompts, samplings[0])
+            reply.on_done = lambda: self._log(reply, key, body.n, sources, prompts, samplings[0], entry)
         if body.stream:
             usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(_stream(reply, queue, usage, self.metrics), media_type="text/event-stream")
@@ -182,16 +206,18 @@ class _Api:
             reply.end()
         return reply.body()
 
-    def _log(self, reply: _Reply, key: str, n: int, sources: list[Any], prompts: list[list[int]], sampling) -> None:
+    def _log(
+        self, reply: _Reply, key: str, n: int, sources: list[Any], prompts: list[list[int]], sampling, entry: ModelEntry
+    ) -> None:
         if self.feedback is None or "error" in reply.reasons:
             return
-        tokenizer, served = self.served.engine.tokenizer, self.served
+        tokenizer = self.served.engine.tokenizer
         record = ResponseRecord(
             id=reply.id,
             kind="chat" if reply.chat else "completion",
-            model=served.name,
-            model_version=served.version,
-            adapter=served.adapter,
+            model=entry.id,
+            model_version=entry.version,
+            adapter=entry.adapter,
             key_name=key,
             prompts=sources,
             rendered=[tokenizer.decode(ids, skip_special_tokens=False) for ids in prompts],

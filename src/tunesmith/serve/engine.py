@@ -5,6 +5,10 @@ batch's) and leaves the step it finishes (its row is dropped from the cache), so
 long one and a new request never waits for the batch to drain. Rows are left-padded: every row's newest token sits
 in the last column, and each row carries its own position ids. The loop runs in one thread of its own (torch ops
 release the GIL); callers submit requests from any thread and receive events through `Handle`.
+
+Several LoRA adapters on one base (`adapters`): each request names its adapter (or `BASE`), and a decode step
+runs rows of different adapters together (PEFT's mixed-adapter batches: the base matmuls once for the whole batch,
+each adapter's on its own rows).
 """
 
 from __future__ import annotations
@@ -74,12 +78,16 @@ class Handle:
         return Event("".join(parts), last.finish_reason, last.completion_tokens)
 
 
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+
+
 @dataclass
 class _Row:
     handle: Handle
     sampling: Sampling
     prompt_len: int
     generator: torch.Generator | None
+    adapter: str | None = None
     tokens: list[int] = field(default_factory=list)  # generated so far; the last one is not yet fed to the model
     sent: int = 0  # characters of the answer already emitted
 
@@ -109,15 +117,18 @@ class Engine:
         max_queue: int = 64,
         bf16: bool = True,
         eos_ids: set[int] | None = None,
+        adapters: frozenset[str] = frozenset(),
     ) -> None:
+        """`adapters`: the PEFT adapter names of `model` that requests may choose (empty: one model, no choice)."""
         self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
         self.max_batch, self.max_queue = max_batch, max_queue
         self.eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)
-        self._waiting: deque[tuple[Handle, list[int], Sampling]] = deque()
+        self.adapters = adapters
+        self._waiting: deque[tuple[Handle, list[int], Sampling, str | None]] = deque()
         self._wake = threading.Condition()
         self._rows: list[_Row] = []
         self._cache = BatchCache()
-        self._prefixes = PrefixCache()
+        self._prefixes: dict[str | None, PrefixCache] = {}  # per adapter: its keys and values are its own
         self._ids = itertools.count(1)
         self._closed = False
         self._steps = self._generated = 0
@@ -125,30 +136,37 @@ class Engine:
         self._thread.start()
 
     def submit(
-        self, prompt_ids: list[int], sampling: Sampling, on_event: Callable[[Event], None] | None = None
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        on_event: Callable[[Event], None] | None = None,
+        adapter: str | None = None,
     ) -> Handle:
-        """Queue a request; raises QueueFull when `max_queue` requests are already waiting for a slot."""
+        """Queue a request (for `adapter`, one of `adapters` or BASE, when the engine serves several); raises
+        QueueFull when `max_queue` requests are already waiting for a slot."""
         if not prompt_ids:
             raise ValueError("empty prompt")
+        if (adapter is None) != (not self.adapters) or (adapter is not None and adapter not in self.adapters | {BASE}):
+            raise ValueError(f"adapter {adapter!r}: this engine serves {sorted(self.adapters) or 'one model'}")
         handle = Handle(next(self._ids), len(prompt_ids), on_event)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the engine is closed")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are waiting")
-            self._waiting.append((handle, prompt_ids, sampling))
+            self._waiting.append((handle, prompt_ids, sampling, adapter))
             self._wake.notify()
         return handle
 
     def stats(self) -> EngineStats:
-        reused = self._prefixes.reused_tokens
+        reused = sum(prefixes.reused_tokens for prefixes in list(self._prefixes.values()))
         return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated, reused)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop: requests still waiting or decoding end as `cancelled` at the next step."""
         with self._wake:
             self._closed = True
-            for handle, _, _ in self._waiting:
+            for handle, *_ in self._waiting:
                 handle.cancel()
             for row in list(self._rows):
                 row.handle.cancel()
@@ -177,19 +195,24 @@ class Engine:
             with self._wake:
                 if not self._waiting:
                     return
-                handle, prompt_ids, sampling = self._waiting.popleft()
+                handle, prompt_ids, sampling, adapter = self._waiting.popleft()
             if handle.cancelled:
                 handle.emit(Event("", "cancelled"))
                 continue
-            self._prefill(handle, prompt_ids, sampling)
+            self._prefill(handle, prompt_ids, sampling, adapter)
 
-    def _prefill(self, handle: Handle, prompt_ids: list[int], sampling: Sampling) -> None:
-        start, cache = self._prefixes.lookup(prompt_ids)
+    def _adapter_names(self, names: list[str | None]) -> dict[str, Any]:
+        return {"adapter_names": names} if self.adapters else {}
+
+    def _prefill(self, handle: Handle, prompt_ids: list[int], sampling: Sampling, adapter: str | None) -> None:
+        prefixes = self._prefixes.setdefault(adapter, PrefixCache())
+        start, cache = prefixes.lookup(prompt_ids)
         ids = torch.tensor([prompt_ids[start:]])
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        self._prefixes.keep(prompt_ids, out.cache)
+        adapters = self._adapter_names([adapter])
+        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1, **adapters)
+        prefixes.keep(prompt_ids, out.cache)
         generator = sampling.generator()
-        row = _Row(handle, sampling, len(prompt_ids), generator)
+        row = _Row(handle, sampling, len(prompt_ids), generator, adapter)
         self._cache.join(out.cache, len(prompt_ids))
         self._rows.append(row)
         first = next_tokens(out.logits[:, -1, :], [sampling], [generator])
@@ -206,6 +229,7 @@ class Engine:
             cache=self._cache.cache,
             use_cache=True,
             logits_to_keep=1,
+            **self._adapter_names([row.adapter for row in self._rows]),
         )
         self._cache.accept_step(out.cache, mask)
         self._steps += 1
@@ -269,7 +293,7 @@ class Engine:
         with self._wake:
             waiting, self._waiting = list(self._waiting), deque()
             self._closed = True
-        for handle, _, _ in waiting:
+        for handle, *_ in waiting:
             handle.emit(Event("", "error"))
 
 

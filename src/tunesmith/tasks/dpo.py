@@ -44,6 +44,11 @@ def _pairs(tokenizer: PreTrainedTokenizerBase, examples: list, max_length: int, 
 
 def prepare(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load and split preference rows and encode both answers of each; a file of another format is an error."""
+    if active := cfg.forgetting.active():
+        raise UserError(
+            f"forgetting.{active[0]} does not apply to task dpo: the preference loss already holds the model near "
+            "the base (task.beta; smaller lets it move further)"
+        )
     with_chat_template(tokenizer)
     splits = split_examples(cfg.data, cfg.run.seed)
     if splits.format != "preference":
