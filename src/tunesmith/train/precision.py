@@ -44,8 +44,8 @@ def _matmul_rate(dtype: torch.dtype, seconds: float = 0.15, trials: int = 3) -> 
     return best
 
 
-def _probe_file() -> Path | None:
-    """Where the measured speed-up of this CPU, torch build and thread count is kept (None: nowhere writable)."""
+def _probe_file() -> Path:
+    """Where the measured speed-up of this CPU, torch build and thread count is kept."""
     from tunesmith.models.cache import cache_dir
 
     cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -65,14 +65,14 @@ def bf16_matmul_speedup() -> float:
     """
     path = _probe_file()
     with contextlib.suppress(OSError, ValueError, KeyError):
-        return float(json.loads(path.read_text())["speedup"])  # type: ignore[union-attr]
+        return float(json.loads(path.read_text())["speedup"])
     bf16, fp32 = _matmul_rate(torch.bfloat16), _matmul_rate(torch.float32)
     speedup = bf16 / fp32 if fp32 else 0.0
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        partial = path.with_suffix(f".{os.getpid()}.tmp")  # type: ignore[union-attr]
+    with contextlib.suppress(OSError):  # an unwritable cache: measured again by the next process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps({"speedup": speedup, "bf16_gflops": bf16, "fp32_gflops": fp32}))
-        partial.replace(path)  # type: ignore[arg-type]
+        partial.replace(path)
     return speedup
 
 
