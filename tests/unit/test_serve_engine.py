@@ -100,6 +100,23 @@ def test_seeded_sampling_repeats_whatever_shares_the_batch(model_and_tokenizer):
         engine.close()
 
 
+@pytest.mark.parametrize(
+    ("temperature", "top_p"), [(2.2250738585e-313, 0.4), (1e-300, 1.0), (5e-5, 0.9), (1.0, 5e-324)]
+)
+def test_vanishing_temperature_or_top_p_decode_greedily_instead_of_failing(model_and_tokenizer, temperature, top_p):
+    """schemathesis sent temperature 2.2e-313 (logits divided by it overflowed to NaN probabilities) and top_p
+    5e-324 (0 in float32: every token cut); the engine thread, and every request in flight, died with them."""
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    engine = Engine(model, tokenizer, bf16=False, eos_ids=set())
+    try:
+        tiny = engine.submit(ids, Sampling(max_tokens=6, temperature=temperature, top_p=top_p)).result(timeout=60)
+        greedy = engine.submit(ids, Sampling(max_tokens=6, temperature=0)).result(timeout=60)
+    finally:
+        engine.close()
+    assert tiny.finish_reason == "length" and tiny.text == greedy.text
+
+
 def test_cancel_frees_the_slot_and_a_full_queue_refuses(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]

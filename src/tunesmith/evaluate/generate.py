@@ -15,6 +15,10 @@ from transformers import Cache, PreTrainedTokenizerBase
 from tunesmith.data.tokenize import render
 from tunesmith.train.precision import inference
 
+# Below this a temperature decodes greedily: the distribution is the argmax already (ties aside), and dividing logits
+# by a denormal such as 2.2e-313 overflows to inf and NaN probabilities (schemathesis sent one to the server).
+GREEDY_BELOW = 1e-4
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -40,7 +44,7 @@ class Decoding:
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
         }
-        if self.temperature > 0:  # top_k 0: no top-k cut beside the nucleus
+        if self.temperature >= GREEDY_BELOW:  # top_k 0: no top-k cut beside the nucleus
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
         else:
             kwargs["do_sample"] = False
@@ -51,7 +55,7 @@ class Decoding:
     @contextlib.contextmanager
     def seeded(self) -> Iterator[None]:
         """Sampling draws from torch's global generator: seed a private copy of it, leave the caller's alone."""
-        if self.temperature == 0:
+        if self.temperature < GREEDY_BELOW:
             yield
             return
         with torch.random.fork_rng(devices=[]):

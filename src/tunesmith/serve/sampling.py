@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunesmith.evaluate.generate import GREEDY_BELOW
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -22,12 +24,17 @@ class Sampling:
         if self.max_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1 or "" in self.stop:
             raise ValueError(f"invalid sampling settings: {self}")
 
+    @property
+    def greedy(self) -> bool:
+        """Greedy decoding: temperature 0, or one so small that dividing by it would overflow."""
+        return self.temperature < GREEDY_BELOW
+
     def hold(self) -> int:
         """Characters held back while streaming: a stop string may still be forming in them."""
         return max((len(s) for s in self.stop), default=1) - 1
 
     def generator(self) -> torch.Generator | None:
-        if self.temperature == 0:
+        if self.greedy:
             return None
         generator = torch.Generator()
         generator.manual_seed(self.seed if self.seed is not None else random.getrandbits(63))
@@ -41,13 +48,14 @@ def next_tokens(
     greedy = logits.argmax(dim=-1).tolist()
     chosen = []
     for row, (sampling, generator) in enumerate(zip(samplings, generators, strict=True)):
-        if sampling.temperature == 0:
+        if sampling.greedy:
             chosen.append(int(greedy[row]))
             continue
         probs = torch.softmax(logits[row].float() / sampling.temperature, dim=-1)
         if sampling.top_p < 1:
             sorted_probs, order = probs.sort(descending=True)
             outside = sorted_probs.cumsum(0) - sorted_probs >= sampling.top_p  # the smallest set reaching top_p
+            outside[0] = False  # the likeliest token always stays: a top_p of 5e-324 is 0 in float32
             sorted_probs[outside] = 0
             chosen.append(int(order[torch.multinomial(sorted_probs, 1, generator=generator)]))
         else:
