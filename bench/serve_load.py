@@ -47,14 +47,22 @@ def prompts(count: int) -> list[str]:
 def anchor(texts: list[str], max_tokens: int) -> dict:
     """Plain transformers as ../shared/bench/plain_scoring.py runs it: bf16 weights, bf16 autocast, the chat
     template, then `generate` per prompt (greedy, KV cache). (fp32 weights under autocast would re-cast every
-    weight at every token and make a strawman of the anchor.)"""
+    weight at every token and make a strawman of the anchor.) On a host where bf16 matmuls measure slower than
+    fp32 ones, the server decodes in fp32 (`train.precision: auto`), and so does the anchor: fp32 weights, no
+    autocast; comparing against a slowed anchor would credit batching with the precision's gain."""
+    import contextlib
+
     import torch
 
     from tunesmith.models import load_causal_lm, load_tokenizer
+    from tunesmith.train.precision import use_bf16
 
-    tokenizer, model = load_tokenizer(MODEL), load_causal_lm(MODEL, dtype=torch.bfloat16).eval()
+    bf16 = use_bf16("auto")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    tokenizer, model = load_tokenizer(MODEL), load_causal_lm(MODEL, dtype=dtype).eval()
     generated, started = 0, time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
         for text in texts:
             ids = tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -67,6 +75,7 @@ def anchor(texts: list[str], max_tokens: int) -> dict:
         "generated_tokens": generated,
         "seconds": seconds,
         "tokens_per_s": generated / seconds,
+        "precision": "bf16" if bf16 else "fp32",
     }
 
 
