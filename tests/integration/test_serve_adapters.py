@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 import torch
+from test_serve_api import free_port
 
 from conftest import build_tokenizer, tiny_llama_config
 from tunesmith.errors import UserError
@@ -129,12 +130,7 @@ def test_adapters_that_cannot_share_a_batch_are_one_line_errors(folders, tmp_pat
 
 def test_one_server_answers_for_each_adapter_and_lists_them(folders, tmp_path):
     """The real console script: /v1/models lists the base and both adapters; `model` picks the adapter."""
-    from socket import socket
-
-    with socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = str(folders["base"])
+    port, base = free_port(), str(folders["base"])
     cmd = [TUNESMITH, "serve", base, "--port", str(port), "--no-feedback",
            "--adapter", f"alpha={folders['alpha']}", "--adapter", f"beta={folders['beta']}"]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ})

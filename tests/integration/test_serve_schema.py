@@ -3,16 +3,12 @@ bodies alike) never get a 5xx, on a real uvicorn server with the tiny model, a k
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from test_serve_api import start
 
 from tunesmith.feedback.store import FeedbackStore
 from tunesmith.models import load_causal_lm, load_tokenizer
@@ -37,16 +33,8 @@ def server(tiny_model_dir, tmp_path_factory):
         Served("tiny", engine, context_window=256, created=0), KeyStore(folder / "keys.txt"),
         Limits(max_body_bytes=20_000, max_tokens=8, max_n=2), feedback=feedback,
     )  # fmt: skip
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    url, uv, thread = start(app)
+    yield url
     uv.should_exit = True
     thread.join(10)
     engine.close()

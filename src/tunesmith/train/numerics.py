@@ -138,20 +138,17 @@ def completion_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
     mask = targets != IGNORE_INDEX
     rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)[mask]
     wanted = targets[mask]
-    parts = _decoder_and_head(model)
-    if parts is None:
+    if _decoder_and_head(model) is None:
         logits = model(**model_inputs(batch)).logits
         selected_logits = logits[:, logits.shape[1] - targets.shape[1] - 1 : -1][mask]
         token_logps = -F.cross_entropy(selected_logits.float(), wanted, reduction="none")
     else:
-        decoder, head = parts
-        hidden = decoder(**model_inputs(batch, causal=is_causal_decoder(decoder))).last_hidden_state
-        selected = hidden[:, :-1][mask]
+        selected, head = _selected_hidden(model, batch, mask)
         chunks = []
         for start in range(0, selected.shape[0], _LOGIT_CHUNK):
             logits = head(selected[start : start + _LOGIT_CHUNK]).float()
             chunks.append(-F.cross_entropy(logits, wanted[start : start + _LOGIT_CHUNK], reduction="none"))
-        token_logps = torch.cat(chunks) if chunks else hidden.new_zeros(0, dtype=torch.float32)
+        token_logps = torch.cat(chunks) if chunks else selected.new_zeros(0, dtype=torch.float32)
     sums = torch.zeros(mask.shape[0], dtype=torch.float32, device=mask.device).index_add(0, rows, token_logps)
     return sums, mask.sum(dim=1)
 
