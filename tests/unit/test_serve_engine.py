@@ -55,6 +55,48 @@ def test_greedy_batch_equals_one_at_a_time_while_rows_join_and_leave(model_and_t
     assert engine.stats().active == 0 and engine.stats().generated_tokens == sum(lengths)
 
 
+def test_prompts_computed_in_small_chunks_inside_decode_steps_give_the_same_answers(model_and_tokenizer):
+    """Two prompt tokens a step at most: every prompt spans several steps, sharing them with rows that decode and
+    with other prompts; answers still equal `generate`'s."""
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, max_batch=4, bf16=False, eos_ids=set(), prefill_tokens=2)
+    try:
+        first = engine.submit(tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"], Sampling(8, 0))
+        time.sleep(0.05)
+        rest = [engine.submit(tokenizer(p, add_special_tokens=False)["input_ids"], Sampling(8, 0)) for p in PROMPTS[1:]]
+        results = [h.result(timeout=60) for h in [first, *rest]]
+    finally:
+        engine.close()
+    for prompt, result in zip(PROMPTS, results, strict=True):
+        assert result.text == tokenizer.decode(one_at_a_time(model, tokenizer, prompt, 8), skip_special_tokens=True)
+    assert engine.stats().steps > 8 + max(len(tokenizer(p)["input_ids"]) for p in PROMPTS) // 2 - 1
+
+
+def test_a_failing_step_ends_its_requests_with_error_and_the_engine_serves_the_next(model_and_tokenizer, monkeypatch):
+    import tunesmith.serve.engine as engine_module
+
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    real, calls = engine_module.next_tokens, []
+
+    def fails_once(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a fault in one step")
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "next_tokens", fails_once)
+    engine = Engine(model, tokenizer, bf16=False, eos_ids=set())
+    try:
+        failed = engine.submit(ids, Sampling(max_tokens=6, temperature=0)).result(timeout=60)
+        served = engine.submit(ids, Sampling(max_tokens=6, temperature=0)).result(timeout=60)
+    finally:
+        engine.close()
+    assert failed.finish_reason == "error" and failed.completion_tokens == 2
+    assert served.finish_reason == "length"
+    assert served.text == tokenizer.decode(one_at_a_time(model, tokenizer, PROMPTS[1], 6), skip_special_tokens=True)
+
+
 def test_stop_string_ends_the_answer_before_it_and_streams_nothing_of_it(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     ids = tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
@@ -136,27 +178,11 @@ def test_cancel_frees_the_slot_and_a_full_queue_refuses(model_and_tokenizer):
 
 def test_batch_cache_drops_columns_no_row_uses():
     cache = BatchCache()
-
-    class Layer:
-        def __init__(self, n):
-            self.keys = self.values = torch.ones(1, 1, n, 2)
-
-    class Cache:
-        def __init__(self, n):
-            self.layers = [Layer(n)]
-
-    import tunesmith.serve.batch_cache as module
-
-    original = module._check_full_attention
-    module._check_full_attention = lambda cache: None
-    try:
-        cache.join(Cache(5), 5)
-        cache.join(Cache(2), 2)
-    finally:
-        module._check_full_attention = original
-    assert cache.mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    cache.join([(torch.ones(1, 1, 5, 2), torch.ones(1, 1, 5, 2))], 5)
+    cache.join([(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))], 2)
+    assert cache.mask.int().tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
     cache.keep([1])
-    assert cache.mask.tolist() == [[1, 1]] and cache.cache.layers[0].keys.shape == (1, 1, 2, 2)
+    assert cache.mask.int().tolist() == [[1, 1]] and cache.layers[0][0].shape == (1, 1, 2, 2)
 
 
 def test_role_markers_typed_by_a_user_are_text_not_control_tokens(tiny_tokenizer):
@@ -196,13 +222,11 @@ def test_a_shared_prompt_prefix_is_computed_once_and_answers_stay_the_same(model
 
 
 def test_the_prefix_cache_keeps_at_most_its_token_budget_least_recently_used_out():
-    from types import SimpleNamespace
-
     from tunesmith.serve.prefix_cache import PrefixCache
 
     kept = PrefixCache(entries=8, max_tokens=20)
-    layer = SimpleNamespace(keys=torch.zeros(1, 1, 10, 2), values=torch.zeros(1, 1, 10, 2))
+    layers = [(torch.zeros(1, 1, 10, 2), torch.zeros(1, 1, 10, 2))]
     for first in (1, 2, 3):
-        kept.keep([first] * 10, SimpleNamespace(layers=[layer]))
+        kept.keep([first] * 10, layers)
     assert kept.lookup([1] * 10 + [0])[0] == 0  # the oldest went to stay within 20 tokens
     assert kept.lookup([3] * 10 + [0])[0] == 10 and kept.lookup([2] * 10 + [0])[0] == 10

@@ -1,19 +1,23 @@
 """Continuous batching: every request in flight is decoded in one batch, one token per step, with a shared KV cache.
 
-A request joins between two decode steps (its prompt runs once, alone, and its cache is left-padded into the
-batch's) and leaves the step it finishes (its row is dropped from the cache), so a short answer never waits for a
-long one and a new request never waits for the batch to drain. Rows are left-padded: every row's newest token sits
-in the last column, and each row carries its own position ids. The loop runs in one thread of its own (torch ops
-release the GIL); callers submit requests from any thread and receive events through `Handle`.
+Each step is one forward pass over the decoding rows' next tokens and pieces of the prompts that joined
+(`serve/ragged.py`): a new request's prompt is computed inside the steps (at most `prefill_tokens` prompt tokens
+a step, a long prompt over several), so it never stalls the batch for a pass of its own. When its prompt is done,
+its keys and values are left-padded into the batch cache and it decodes with the others; it leaves the step it
+finishes (its row is dropped from the cache), so a short answer never waits for a long one. Rows are
+left-padded: every row's newest token sits in the last column, and each row carries its own position ids. The
+loop runs in one thread of its own (torch ops release the GIL); callers submit requests from any thread and
+receive events through `Handle`. A step that fails ends the requests in it with `error`; the engine goes on.
 
-Several LoRA adapters on one base (`adapters`): each request names its adapter (or `BASE`), and a decode step
-runs rows of different adapters together (PEFT's mixed-adapter batches: the base matmuls once for the whole batch,
-each adapter's on its own rows).
+Several LoRA adapters on one base (`adapters`): each request names its adapter (or `BASE`), and a step runs
+tokens of different adapters together (PEFT's mixed-adapter batches: the base matmuls once for all tokens, each
+adapter's on its own tokens).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections import deque
@@ -26,10 +30,14 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.evaluate.generate import cut_at_stop
-from tunesmith.serve.batch_cache import BatchCache
+from tunesmith.serve.batch_cache import BatchCache, Layers
 from tunesmith.serve.prefix_cache import PrefixCache
+from tunesmith.serve.ragged import Chunk, RaggedModel, StepPlan, ragged_model
 from tunesmith.serve.sampling import Sampling, next_tokens
 from tunesmith.train.precision import inference
+
+log = logging.getLogger(__name__)
+PREFILL_TOKENS = 128  # prompt tokens a step computes at most: bounds how much a new prompt slows the others' step
 
 
 class QueueFull(Exception):
@@ -97,6 +105,19 @@ class _Row:
         return self.prompt_len + len(self.tokens) - 1
 
 
+@dataclass
+class _Filling:
+    """An admitted request whose prompt is being computed, a chunk per step; `done` prompt tokens have their keys
+    and values in `layers` (a reused prefix counts as done)."""
+
+    handle: Handle
+    prompt: list[int]
+    sampling: Sampling
+    adapter: str | None
+    done: int
+    layers: Layers
+
+
 @dataclass(frozen=True)
 class EngineStats:
     waiting: int
@@ -118,15 +139,18 @@ class Engine:
         bf16: bool = True,
         eos_ids: set[int] | None = None,
         adapters: frozenset[str] = frozenset(),
+        prefill_tokens: int = PREFILL_TOKENS,
     ) -> None:
-        """`adapters`: the PEFT adapter names of `model` that requests may choose (empty: one model, no choice)."""
+        """`adapters`: the PEFT adapter names of `model` that requests may choose (empty: one model, no choice).
+        `prefill_tokens`: prompt tokens computed per step at most, beside the decoding rows."""
         self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
-        self.max_batch, self.max_queue = max_batch, max_queue
+        self.max_batch, self.max_queue, self.prefill_tokens = max_batch, max_queue, max(1, prefill_tokens)
         self.eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)
         self.adapters = adapters
         self._waiting: deque[tuple[Handle, list[int], Sampling, str | None]] = deque()
         self._wake = threading.Condition()
         self._rows: list[_Row] = []
+        self._filling: list[_Filling] = []
         self._cache = BatchCache()
         self._prefixes: dict[str | None, PrefixCache] = {}  # per adapter: its keys and values are its own
         self._ids = itertools.count(1)
@@ -160,7 +184,8 @@ class Engine:
 
     def stats(self) -> EngineStats:
         reused = sum(prefixes.reused_tokens for prefixes in list(self._prefixes.values()))
-        return EngineStats(len(self._waiting), len(self._rows), self._steps, self._generated, reused)
+        active = len(self._rows) + len(self._filling)
+        return EngineStats(len(self._waiting), active, self._steps, self._generated, reused)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop: requests still waiting or decoding end as `cancelled` at the next step."""
@@ -168,30 +193,30 @@ class Engine:
             self._closed = True
             for handle, *_ in self._waiting:
                 handle.cancel()
-            for row in list(self._rows):
-                row.handle.cancel()
+            for request in [*self._rows, *self._filling]:
+                request.handle.cancel()
             self._wake.notify()
         self._thread.join(timeout)
 
-    # The loop: admit waiting requests into free slots, then one decode step for every row.
+    # The loop: admit waiting requests into free slots, then one step for every row and prompt chunk.
     def _loop(self) -> None:
         try:
-            with inference(self.model, self.bf16):
+            with inference(self.model, self.bf16), ragged_model(self.model) as ragged:
                 while True:
                     with self._wake:
-                        while not self._closed and not self._waiting and not self._rows:
+                        while not self._closed and not self._waiting and not self._rows and not self._filling:
                             self._wake.wait()
-                        if self._closed and not self._waiting and not self._rows:
+                        if self._closed and not self._waiting and not self._rows and not self._filling:
                             return
                     self._admit()
-                    if self._rows:
-                        self._step()
+                    self._guarded_step(ragged)
         except BaseException:  # noqa: BLE001 - every waiting caller must hear of it, then it propagates
-            self._fail_everything()
+            self._fail_in_flight()
+            self._fail_waiting()
             raise
 
     def _admit(self) -> None:
-        while len(self._rows) < self.max_batch:
+        while len(self._rows) + len(self._filling) < self.max_batch:
             with self._wake:
                 if not self._waiting:
                     return
@@ -199,43 +224,67 @@ class Engine:
             if handle.cancelled:
                 handle.emit(Event("", "cancelled"))
                 continue
-            self._prefill(handle, prompt_ids, sampling, adapter)
+            done, layers = self._prefixes.setdefault(adapter, PrefixCache()).lookup(prompt_ids)
+            self._filling.append(_Filling(handle, prompt_ids, sampling, adapter, done, layers))
+
+    def _guarded_step(self, ragged: RaggedModel) -> None:
+        """One step; a failure ends the requests in flight with `error` and the engine serves the next ones."""
+        self._drop_cancelled_fillings()
+        if not self._rows and not self._filling:
+            return
+        try:
+            self._step(ragged)
+        except Exception:  # noqa: BLE001 - logged; a bad step must not take the server down with it
+            log.exception("decode step failed; the %d requests in it end with an error", self.stats().active)
+            self._fail_in_flight()
+
+    def _drop_cancelled_fillings(self) -> None:
+        for filling in [f for f in self._filling if f.handle.cancelled]:
+            filling.handle.emit(Event("", "cancelled"))
+            self._filling.remove(filling)
+
+    def _step(self, ragged: RaggedModel) -> None:
+        decoding = self._rows
+        tokens = [row.tokens[-1] for row in decoding]
+        positions = [row.position for row in decoding]
+        adapters = [row.adapter for row in decoding]
+        keep, chunks, finishing = list(range(len(decoding))), [], []
+        budget = self.prefill_tokens
+        for filling in self._filling:
+            length = min(budget, len(filling.prompt) - filling.done)
+            if length <= 0:
+                break
+            tokens += filling.prompt[filling.done : filling.done + length]
+            positions += range(filling.done, filling.done + length)
+            adapters += [filling.adapter] * length
+            chunks.append(Chunk(length, filling.layers))
+            filling.done += length
+            budget -= length
+            if filling.done == len(filling.prompt):
+                keep.append(len(tokens) - 1)
+                finishing.append(filling)
+        plan = StepPlan(len(decoding), self._cache, self._cache.step_mask() if decoding else None, chunks)
+        logits = ragged.logits(plan, tokens, positions, keep, **self._adapter_names(adapters))
+        self._steps += 1
+        if decoding:
+            assert plan.mask is not None
+            self._cache.accept_step(plan.mask)
+            rows = self._rows
+            self._advance(next_tokens(logits[: len(rows)], [r.sampling for r in rows], [r.generator for r in rows]))
+        for index, filling in enumerate(finishing, start=len(decoding)):
+            self._start_decoding(filling, logits[index : index + 1])
+
+    def _start_decoding(self, filling: _Filling, logits: torch.Tensor) -> None:
+        """A prompt is done: keep its keys and values for later prompts, join the batch, choose its first token."""
+        self._filling.remove(filling)
+        self._prefixes[filling.adapter].keep(filling.prompt, filling.layers)
+        generator = filling.sampling.generator()
+        self._cache.join(filling.layers, len(filling.prompt))
+        self._rows.append(_Row(filling.handle, filling.sampling, len(filling.prompt), generator, filling.adapter))
+        self._advance(next_tokens(logits, [filling.sampling], [generator]))
 
     def _adapter_names(self, names: list[str | None]) -> dict[str, Any]:
         return {"adapter_names": names} if self.adapters else {}
-
-    def _prefill(self, handle: Handle, prompt_ids: list[int], sampling: Sampling, adapter: str | None) -> None:
-        prefixes = self._prefixes.setdefault(adapter, PrefixCache())
-        start, cache = prefixes.lookup(prompt_ids)
-        ids = torch.tensor([prompt_ids[start:]])
-        adapters = self._adapter_names([adapter])
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1, **adapters)
-        prefixes.keep(prompt_ids, out.cache)
-        generator = sampling.generator()
-        row = _Row(handle, sampling, len(prompt_ids), generator, adapter)
-        self._cache.join(out.cache, len(prompt_ids))
-        self._rows.append(row)
-        first = next_tokens(out.logits[:, -1, :], [sampling], [generator])
-        self._advance([first[0]])
-
-    def _step(self) -> None:
-        ids = torch.tensor([[row.tokens[-1]] for row in self._rows])
-        positions = torch.tensor([[row.position] for row in self._rows])
-        mask = self._cache.extended_mask()
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=self._cache.cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **self._adapter_names([row.adapter for row in self._rows]),
-        )
-        self._cache.accept_step(out.cache, mask)
-        self._steps += 1
-        rows = self._rows
-        chosen = next_tokens(out.logits[:, -1, :], [r.sampling for r in rows], [r.generator for r in rows])
-        self._advance(chosen)
 
     def _advance(self, chosen: list[int]) -> None:
         """Append each row's new token (the last rows when fewer tokens than rows: a prefill), emit text, and drop
@@ -287,9 +336,14 @@ class Engine:
         # No clean-up of spaces: text already streamed must stay a prefix of the text that follows.
         return self.tokenizer.decode(row.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def _fail_everything(self) -> None:
+    def _fail_in_flight(self) -> None:
         for row in self._rows:
             row.handle.emit(Event("", "error", completion_tokens=len(row.tokens)))
+        for filling in self._filling:
+            filling.handle.emit(Event("", "error"))
+        self._rows, self._filling, self._cache = [], [], BatchCache()
+
+    def _fail_waiting(self) -> None:
         with self._wake:
             waiting, self._waiting = list(self._waiting), deque()
             self._closed = True

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from transformers import DynamicCache
+
+from tunesmith.serve.batch_cache import Layers
 
 MIN_SHARED = 8  # shorter shared prefixes are not worth the copy
 MAX_KEPT_TOKENS = 4096  # all kept prompts together (smollm2-135m: 47 MB in bf16; a 7B model with 8 KV heads: 0.5 GB)
@@ -23,8 +24,9 @@ class PrefixCache:
         self._kept: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self.reused_tokens = 0
 
-    def lookup(self, prompt: list[int]) -> tuple[int, DynamicCache | None]:
-        """(n, cache of the first n prompt tokens) for the longest kept prefix; (0, None) when none is worth it.
+    def lookup(self, prompt: list[int]) -> tuple[int, Layers]:
+        """(n, keys and values of the first n prompt tokens) for the longest kept prefix; (0, []) when none is
+        worth it.
         At least the prompt's last token is left to compute: its logits choose the first answer token."""
         best, best_key = 0, None
         for key in self._kept:
@@ -32,17 +34,16 @@ class PrefixCache:
             if shared > best:
                 best, best_key = shared, key
         if best < MIN_SHARED or best_key is None:
-            return 0, None
+            return 0, []
         self._kept.move_to_end(best_key)
         self.reused_tokens += best
-        layers = [(k[:, :, :best], v[:, :, :best]) for k, v in self._kept[best_key]]
-        return best, DynamicCache(ddp_cache_data=layers)
+        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self._kept[best_key]]
 
-    def keep(self, prompt: list[int], cache: DynamicCache) -> None:
-        """Remember a prompt's keys and values (the cache of its prefill, before any answer token)."""
+    def keep(self, prompt: list[int], layers: Layers) -> None:
+        """Remember a prompt's keys and values (those of its prefill, before any answer token)."""
         if len(prompt) > self.max_tokens or self.entries == 0:
             return
-        self._kept[tuple(prompt)] = [(layer.keys, layer.values) for layer in cache.layers]
+        self._kept[tuple(prompt)] = list(layers)
         self._kept.move_to_end(tuple(prompt))
         while len(self._kept) > self.entries or sum(map(len, self._kept)) > self.max_tokens:
             self._kept.popitem(last=False)  # the least recently used
