@@ -16,6 +16,7 @@ adapter's on its own tokens).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.compat.packed_linear import packed_linears
 from tunesmith.evaluate.generate import cut_at_stop
 from tunesmith.serve.batch_cache import BatchCache, Layers
 from tunesmith.serve.prefix_cache import PrefixCache
@@ -140,13 +142,15 @@ class Engine:
         eos_ids: set[int] | None = None,
         adapters: frozenset[str] = frozenset(),
         prefill_tokens: int = PREFILL_TOKENS,
+        packed: bool = True,
     ) -> None:
         """`adapters`: the PEFT adapter names of `model` that requests may choose (empty: one model, no choice).
-        `prefill_tokens`: prompt tokens computed per step at most, beside the decoding rows."""
+        `prefill_tokens`: prompt tokens computed per step at most, beside the decoding rows. `packed`: fp32
+        decode steps multiply weights packed once for `max_batch` rows (`compat.packed_linear`)."""
         self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
         self.max_batch, self.max_queue, self.prefill_tokens = max_batch, max_queue, max(1, prefill_tokens)
         self.eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)
-        self.adapters = adapters
+        self.adapters, self.packed = adapters, packed and not bf16
         self._waiting: deque[tuple[Handle, list[int], Sampling, str | None]] = deque()
         self._wake = threading.Condition()
         self._rows: list[_Row] = []
@@ -201,7 +205,8 @@ class Engine:
     # The loop: admit waiting requests into free slots, then one step for every row and prompt chunk.
     def _loop(self) -> None:
         try:
-            with inference(self.model, self.bf16), ragged_model(self.model) as ragged:
+            packed = packed_linears(self.model, self.max_batch) if self.packed else contextlib.nullcontext()
+            with inference(self.model, self.bf16), packed, ragged_model(self.model) as ragged:
                 while True:
                     with self._wake:
                         while not self._closed and not self._waiting and not self._rows and not self._filling:
