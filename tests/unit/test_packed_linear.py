@@ -30,3 +30,17 @@ def test_bf16_weights_are_left_alone():
     model = nn.Linear(8, 8).to(torch.bfloat16)
     with packed_linears(model, 8) as count:
         assert count == 0
+
+
+@pytest.mark.skipif(not available(), reason="this torch build has no MKL packed sgemm")
+def test_packed_calls_are_counted_and_an_instance_forward_set_by_someone_else_is_left():
+    from tunesmith.compat.packed_linear import packed_calls
+
+    model = nn.Linear(8, 8)
+    before = packed_calls()
+    with torch.inference_mode(), packed_linears(model, 4):
+        model(torch.randn(4, 8))
+        model(torch.randn(1, 8))  # below half the rows: the plain product
+        assert packed_calls() == before + 1
+        model.forward = lambda x: x  # e.g. a library re-kernelizing the model meanwhile
+    assert vars(model).get("forward") is not None

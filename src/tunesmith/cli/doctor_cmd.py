@@ -33,12 +33,12 @@ def _facts() -> dict[str, Any]:
 
 def _patch_versions() -> dict[str, list[str]]:
     """Per runtime patch (`tunesmith.compat`), the installed libraries outside the versions it was checked on."""
-    from tunesmith.compat import attention, environment, fused, peft_casts
+    from tunesmith.compat import attention, environment, fused, packed_linear, peft_casts
     from tunesmith.compat.patches import unchecked_versions
 
     return {
         m.__name__.rsplit(".", 1)[-1]: unchecked_versions(m.CHECKED_ON)
-        for m in (environment, attention, fused, peft_casts)
+        for m in (environment, attention, fused, peft_casts, packed_linear)
     }
 
 

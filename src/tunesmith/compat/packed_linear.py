@@ -9,7 +9,8 @@ for, so smaller calls (down to half of them) are padded with zero rows; other ca
 step of a few rows) take `F.linear` unchanged.
 
 The op is private to torch: where it is missing or gives another result than `F.linear` on a probe, nothing is
-patched. Cost: a packed copy of every fp32 linear weight while the block lasts (smollm2-135m: 0.5 GB).
+patched, and the calls that take the packed product are counted (`packed_calls`). Cost: a packed copy of every
+fp32 linear weight while the block lasts (smollm2-135m: 0.5 GB).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tunesmith.compat.patches import Checked
+
 log = logging.getLogger(__name__)
+CHECKED_ON = (Checked("torch", ">=2.13,<2.14"),)
+_calls = {"packed": 0}
+
+
+def packed_calls() -> int:
+    """Linear calls so far that took the packed product (all engines of this process)."""
+    return _calls["packed"]
 
 
 def available() -> bool:
@@ -51,6 +61,7 @@ def _packed_forward(module: nn.Linear, rows: int) -> Callable[[torch.Tensor], to
         if count < rows:
             flat = torch.cat([flat, flat.new_zeros(rows - count, flat.shape[1])])
         out = torch.ops.mkl._mkl_linear(flat, packed, weight, bias, rows)
+        _calls["packed"] += 1
         return out[:count].reshape(*x.shape[:-1], out.shape[-1])
 
     return forward
@@ -60,16 +71,17 @@ def _packed_forward(module: nn.Linear, rows: int) -> Callable[[torch.Tensor], to
 def packed_linears(model: nn.Module, rows: int) -> Iterator[int]:
     """While the block lasts, every fp32 `nn.Linear` of `model` on CPU multiplies `rows // 2 .. rows` rows on its
     packed weight. Yields how many linears were packed (0 where the op is unavailable)."""
-    patched: list[nn.Linear] = []
+    patched: list[tuple[nn.Linear, Callable]] = []
     if rows >= 2 and available():
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if type(module) is nn.Linear and isinstance(weight, torch.Tensor) and weight.dtype == torch.float32:
                 if weight.device.type == "cpu":
-                    module.forward = _packed_forward(module, rows)  # an instance attribute: deleted below
-                    patched.append(module)
+                    module.forward = _packed_forward(module, rows)  # an instance attribute: removed below
+                    patched.append((module, module.forward))
     try:
         yield len(patched)
     finally:
-        for module in patched:
-            del module.forward
+        for module, forward in patched:
+            if vars(module).get("forward") is forward:  # only what is still ours
+                del module.forward
