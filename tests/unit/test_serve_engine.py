@@ -230,3 +230,23 @@ def test_the_prefix_cache_keeps_at_most_its_token_budget_least_recently_used_out
         kept.keep([first] * 10, layers)
     assert kept.lookup([1] * 10 + [0])[0] == 0  # the oldest went to stay within 20 tokens
     assert kept.lookup([3] * 10 + [0])[0] == 10 and kept.lookup([2] * 10 + [0])[0] == 10
+
+
+def test_a_model_with_sliding_window_layers_is_refused_when_the_engine_is_built(tiny_tokenizer):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tunesmith.errors import UserError
+
+    config = Qwen2Config(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=8,
+        max_window_layers=0,
+    )
+    with pytest.raises(UserError, match="full attention in every layer; .*sliding"):
+        Engine(Qwen2ForCausalLM(config), tiny_tokenizer, bf16=False)

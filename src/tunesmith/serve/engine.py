@@ -31,10 +31,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.compat.packed_linear import packed_linears
+from tunesmith.errors import UserError
 from tunesmith.evaluate.generate import cut_at_stop
 from tunesmith.serve.batch_cache import BatchCache, Layers
 from tunesmith.serve.prefix_cache import PrefixCache
-from tunesmith.serve.ragged import Chunk, RaggedModel, StepPlan, ragged_model
+from tunesmith.serve.ragged import Chunk, RaggedModel, StepPlan, ragged_model, unservable_reason
 from tunesmith.serve.sampling import Sampling, next_tokens
 from tunesmith.train.precision import inference
 
@@ -147,6 +148,8 @@ class Engine:
         """`adapters`: the PEFT adapter names of `model` that requests may choose (empty: one model, no choice).
         `prefill_tokens`: prompt tokens computed per step at most, beside the decoding rows. `packed`: fp32
         decode steps multiply weights packed once for `max_batch` rows (`compat.packed_linear`)."""
+        if (reason := unservable_reason(model)) is not None:
+            raise UserError(f"this model cannot be served: {reason}")
         self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
         self.max_batch, self.max_queue, self.prefill_tokens = max_batch, max_queue, max(1, prefill_tokens)
         self.eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)

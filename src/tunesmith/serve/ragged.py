@@ -61,10 +61,10 @@ class StepPlan:
         rows, heads, _, dim = query[: self.decoding].shape
         keys, values = self.batch.append(layer, key[: self.decoding], value[: self.decoding])
         if self._bias is None:  # the same padding for every layer: built once a step
-            self._bias = torch.zeros(self.mask.shape, dtype=query.dtype).masked_fill_(~self.mask, float("-inf"))
+            self._bias = torch.zeros(self.mask.shape).masked_fill_(~self.mask, float("-inf"))
             self._bias = self._bias[:, None, None, :]
         grouped = query[: self.decoding].reshape(rows, keys.shape[1], heads // keys.shape[1], dim)
-        scores = torch.matmul(grouped, keys.transpose(2, 3)) * scale + self._bias
+        scores = torch.matmul(grouped, keys.transpose(2, 3)).float() * scale + self._bias  # softmax in fp32, as SDPA
         out = torch.matmul(torch.softmax(scores, dim=-1).to(values.dtype), values)  # [rows, kv_heads, group, dim]
         return out.reshape(rows, 1, heads, dim)
 
@@ -118,6 +118,16 @@ AttentionInterface.register(NAME, ragged_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
+def _base(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+
+
+def unservable_reason(model: nn.Module) -> str | None:
+    """Why `model` cannot be served this way (None when it can)."""
+    reason = unsupported_reason(getattr(_base(model), "config", None))
+    return None if reason is None else f"continuous batching needs full attention in every layer; {reason}"
+
+
 def unsupported_reason(config: Any) -> str | None:
     """Why a model cannot be served this way (None when it can): every layer must attend to the whole past."""
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
@@ -161,10 +171,10 @@ class RaggedModel:
 @contextlib.contextmanager
 def ragged_model(model: nn.Module) -> Iterator[RaggedModel]:
     """While the block lasts, `model` attends through step plans and computes logits only for chosen rows."""
-    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    reason = unsupported_reason(base.config)
+    base = _base(model)
+    reason = unservable_reason(model)
     if reason is not None:
-        raise NotImplementedError(f"continuous batching needs full attention in every layer; {reason}")
+        raise NotImplementedError(reason)
     original = base.config._attn_implementation
     base.set_attn_implementation(NAME)
     runner = RaggedModel(model)
