@@ -44,3 +44,12 @@ def test_packed_calls_are_counted_and_an_instance_forward_set_by_someone_else_is
         assert packed_calls() == before + 1
         model.forward = lambda x: x  # e.g. a library re-kernelizing the model meanwhile
     assert vars(model).get("forward") is not None
+
+
+def test_nothing_is_packed_when_the_copy_would_take_over_half_the_available_memory(monkeypatch):
+    import tunesmith.compat.packed_linear as packed_linear
+
+    model = nn.Linear(64, 64)  # 16 KB of fp32 weight
+    monkeypatch.setattr(packed_linear, "available_bytes", lambda: 20_000)
+    with packed_linears(model, 8) as count:
+        assert count == 0 and "forward" not in vars(model)

@@ -10,13 +10,15 @@ step of a few rows) take `F.linear` unchanged.
 
 The op is private to torch: where it is missing or gives another result than `F.linear` on a probe, nothing is
 patched, and the calls that take the packed product are counted (`packed_calls`). Cost: a packed copy of every
-fp32 linear weight while the block lasts (smollm2-135m: 0.5 GB).
+fp32 linear weight while the block lasts (smollm2-135m: 0.5 GB); where that copy would take more than half of the
+memory available, nothing is packed (a 3B fp32 model would otherwise double its 12 GB).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 
 import torch
@@ -49,6 +51,31 @@ def available() -> bool:
         return False
 
 
+def available_bytes() -> int | None:
+    """Memory the system can still give (Linux's MemAvailable); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _packable(model: nn.Module) -> list[nn.Linear]:
+    found = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is nn.Linear and isinstance(weight, torch.Tensor) and weight.dtype == torch.float32:
+            if weight.device.type == "cpu":
+                found.append(module)
+    return found
+
+
 def _packed_forward(module: nn.Linear, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     weight, bias, fewest = module.weight, module.bias, max(1, rows // 2)
     packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
@@ -72,13 +99,14 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[int]:
     """While the block lasts, every fp32 `nn.Linear` of `model` on CPU multiplies `rows // 2 .. rows` rows on its
     packed weight. Yields how many linears were packed (0 where the op is unavailable)."""
     patched: list[tuple[nn.Linear, Callable]] = []
-    if rows >= 2 and available():
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if type(module) is nn.Linear and isinstance(weight, torch.Tensor) and weight.dtype == torch.float32:
-                if weight.device.type == "cpu":
-                    module.forward = _packed_forward(module, rows)  # an instance attribute: removed below
-                    patched.append((module, module.forward))
+    linears = _packable(model) if rows >= 2 and available() else []
+    needed, free = sum(m.weight.numel() * 4 for m in linears), available_bytes()
+    if free is not None and needed > free // 2:
+        log.info("not packing linear weights: %.1f GB needed, %.1f GB available", needed / 1e9, free / 1e9)
+        linears = []
+    for module in linears:
+        module.forward = _packed_forward(module, rows)  # an instance attribute: removed below
+        patched.append((module, module.forward))
     try:
         yield len(patched)
     finally:
