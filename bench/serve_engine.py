@@ -14,8 +14,7 @@ import argparse
 import threading
 import time
 
-from _sst2 import read_jsonl
-from paths import ALPACA
+from serve_load import prompts as alpaca_prompts
 
 MODEL = "smollm2-135m"
 
@@ -39,13 +38,8 @@ def main() -> None:
     bf16 = use_bf16("auto")
     tokenizer = load_tokenizer(MODEL)
     model = load_causal_lm(MODEL, dtype=torch.float32).eval()
-    rows = read_jsonl(ALPACA)[: args.clients * args.each]
-    prompts = [
-        chat_prompt_ids(
-            tokenizer, [{"role": "user", "content": r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "")}]
-        )
-        for r in rows
-    ]
+    texts = alpaca_prompts(args.clients * args.each)
+    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": text}]) for text in texts]
     engine = Engine(model, tokenizer, max_batch=args.clients, max_queue=1000, bf16=bf16, packed=not args.no_packed)
     results = []
 

@@ -50,8 +50,9 @@ def build_tokenizer():
     return fast
 
 
-def tiny_llama_config(tokenizer, **overrides):
-    """The 2-layer, 32-wide Llama config of the tiny test models (`overrides` change single fields)."""
+def tiny_llama_config(tokenizer, config_class=None, **overrides):
+    """The 2-layer, 32-wide Llama config of the tiny test models (`overrides` change single fields); the same
+    shape for another architecture with `config_class` (e.g. `Qwen2Config`)."""
     from transformers import LlamaConfig
 
     fields = dict(
@@ -67,7 +68,7 @@ def tiny_llama_config(tokenizer, **overrides):
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
-    return LlamaConfig(**(fields | overrides))
+    return (config_class or LlamaConfig)(**(fields | overrides))
 
 
 def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:

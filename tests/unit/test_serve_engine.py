@@ -237,16 +237,8 @@ def test_a_model_with_sliding_window_layers_is_refused_when_the_engine_is_built(
 
     from tunesmith.errors import UserError
 
-    config = Qwen2Config(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        use_sliding_window=True,
-        sliding_window=8,
-        max_window_layers=0,
+    config = tiny_llama_config(
+        tiny_tokenizer, Qwen2Config, use_sliding_window=True, sliding_window=8, max_window_layers=0
     )
     with pytest.raises(UserError, match="full attention in every layer; .*sliding"):
         Engine(Qwen2ForCausalLM(config), tiny_tokenizer, bf16=False)

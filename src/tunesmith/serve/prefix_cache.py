@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-
 from tunesmith.serve.batch_cache import Layers
 
 MIN_SHARED = 8  # shorter shared prefixes are not worth the copy
@@ -21,7 +19,7 @@ MAX_KEPT_TOKENS = 4096  # all kept prompts together (smollm2-135m: 47 MB in bf16
 class PrefixCache:
     def __init__(self, entries: int = 8, max_tokens: int = MAX_KEPT_TOKENS) -> None:
         self.entries, self.max_tokens = entries, max_tokens
-        self._kept: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[int, ...], Layers] = OrderedDict()
         self.reused_tokens = 0
 
     def lookup(self, prompt: list[int]) -> tuple[int, Layers]:
