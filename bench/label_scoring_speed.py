@@ -7,7 +7,9 @@
 Times `evaluate.label_scoring.label_logprobs` (what `tunesmith eval` runs for label likelihood) on smollm2-135m
 with the SST-2 system prompt and the labels negative/positive. MFU = useful forward FLOPs (2·N_body per prompt
 token once and per label token per candidate, plus the lm_head at the label positions) per second over a bf16
-matmul peak measured in the same run. To compare with older code, run this file with
+matmul peak measured in the same run. The prompt tokens every row begins with (the system turn) run once
+(`label_scoring.SharedPrefix`); "computed" counts them once, the headline MFU counts them for every row, as a
+row-by-row scorer computes them. To compare with older code, run this file with
 `PYTHONPATH=<worktree of that commit>/src`.
 """
 
@@ -35,7 +37,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.evaluate.label_scoring import encode_candidates, label_logprobs
+    from tunesmith.evaluate.label_scoring import MIN_SHARED, encode_candidates, label_logprobs, shared_length
     from tunesmith.models.resolve import resolve_model
 
     folder = resolve_model("smollm2-135m")
@@ -54,15 +56,20 @@ def main() -> None:
     embed = model.get_input_embeddings().weight.numel()
     body = sum(p.numel() for p in model.parameters()) - embed
     flops = 2 * body * (prompt_tokens + label_tokens) + 2 * embed * label_tokens
+    shared = shared_length(encoded) if shared_length(encoded) >= MIN_SHARED else 0
+    computed = flops - 2 * body * shared * (len(encoded) - 1)
     peak = bf16_matmul_peak(trials=3)
-    print(f"{len(rows)} rows · {prompt_tokens / len(rows):.1f} prompt tokens/row · peak {peak:.0f} GFLOP/s")
+    print(
+        f"{len(rows)} rows · {prompt_tokens / len(rows):.1f} prompt tokens/row, {shared} shared by all · "
+        f"peak {peak:.0f} GFLOP/s"
+    )
     for repeat in range(args.repeats):
         started = time.perf_counter()
         label_logprobs(model, tokenizer, prompts, LABELS, args.batch_size, bf16=not args.fp32)
         seconds = time.perf_counter() - started
         print(
             f"repeat {repeat}: {len(rows) / seconds:.1f} rows/s · {flops / seconds / 1e9:.0f} GFLOP/s · "
-            f"MFU {flops / seconds / (peak * 1e9):.1%}"
+            f"MFU {flops / seconds / (peak * 1e9):.1%} (computed {computed / seconds / (peak * 1e9):.1%})"
         )
 
 

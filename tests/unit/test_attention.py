@@ -55,6 +55,22 @@ def test_matmul_attention_in_bf16_stays_close_to_float64():
     assert float((ours - exact).norm() / exact.norm()) < 2e-2
 
 
+@pytest.mark.parametrize("block", [128, 4])
+def test_queries_after_a_cached_prefix_see_all_of_it(block, monkeypatch):
+    """Keys of P earlier positions come first; query i (position P + i) sees keys 0..P + i."""
+    monkeypatch.setattr(attention, "_QUERY_BLOCK", block)
+    q, k, v = _qkv(length=11)
+    q = q[:, :, 5:].detach()  # the last 6 positions query all 11 keys
+    k, v = k.detach(), v.detach()
+    allowed = torch.ones(11, 11, dtype=torch.bool).tril()[5:]
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=0.3, enable_gqa=True)
+    torch.testing.assert_close(matmul_causal_attention(q, k, v, 0.3), reference, atol=1e-5, rtol=1e-5)
+    out, _ = cpu_causal_attention(
+        _Causal(), q, k, v, allowed[None, None], scaling=0.3, **{attention.AFTER_PREFIX: True}
+    )
+    torch.testing.assert_close(out.transpose(1, 2), reference, atol=1e-5, rtol=1e-5)
+
+
 class _Causal(torch.nn.Module):
     is_causal = True
 

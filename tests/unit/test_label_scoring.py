@@ -12,9 +12,12 @@ from tunesmith.data.tokenize import encode_examples
 from tunesmith.errors import UserError
 from tunesmith.evaluate.label_scoring import (
     accuracy_by_likelihood,
+    encode_all,
     encode_candidates,
     label_logprobs,
     label_probabilities,
+    score_batch,
+    shared_prefix,
 )
 from tunesmith.train.numerics import IGNORE_INDEX, token_loss_sum
 
@@ -137,3 +140,36 @@ def test_few_shot_turns_are_context_not_scored(tiny):
             logp = torch.log_softmax(model(torch.tensor([enc.input_ids])).logits[0].float(), -1)
         manual = sum(float(logp[j - 1, enc.input_ids[j]]) for j in range(first, last + 1))
         assert float(scores[k]) == pytest.approx(manual, abs=1e-4)
+
+
+def test_prompts_sharing_a_system_turn_run_it_once(tiny, monkeypatch):
+    """The shared beginning runs once; every batch continues from its cache with the same scores."""
+    from tunesmith.compat import attention
+
+    model, tok = tiny
+    system = {"role": "system", "content": "You label sentences. Answer with one label only, nothing else."}
+    prompts = [[system, *p[-1:]] for p in PROMPTS]
+    encoded = encode_all(tok, prompts, LABELS)
+    shared = shared_prefix(model, encoded)
+    assert shared is not None and len(shared.ids) >= 8
+    assert all(c.prefix[: len(shared.ids)] == shared.ids for c in encoded)
+    fast = []
+    original = attention.matmul_causal_attention
+    monkeypatch.setattr(
+        attention,
+        "matmul_causal_attention",
+        lambda q, k, *a: fast.append(k.shape[2] > q.shape[2]) or original(q, k, *a),
+    )
+    scores = label_logprobs(model, tok, prompts, LABELS, batch_size=3)
+    assert any(fast)  # prefills after the shared prefix took the batched matmuls
+    manual = torch.tensor([[manual_logprob(model, tok, p, label) for label in LABELS] for p in prompts])
+    torch.testing.assert_close(scores, manual, atol=1e-4, rtol=1e-5)
+    with torch.inference_mode():
+        unshared = score_batch(model, encoded, tok.pad_token_id)
+    torch.testing.assert_close(scores, unshared, atol=1e-4, rtol=1e-5)
+
+
+def test_no_shared_prefix_when_prompts_differ_early(tiny):
+    model, tok = tiny
+    other = [{"role": "system", "content": "Different."}, {"role": "user", "content": "hi"}]
+    assert shared_prefix(model, encode_all(tok, [PROMPTS[1], other], LABELS)) is None

@@ -44,6 +44,10 @@ _calls: Counter[str] = Counter()  # calls of `cpu_causal_attention`: all ("any")
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "output_attentions")
 
 
+# Keyword of a forward call on a cache of unpadded, equally long prefixes, with right-padded rows after them and
+# no attention mask (`label_scoring.SharedPrefix`): transformers builds a purely causal mask offset by the
+# cache's length, which the fast path computes instead. Ignored by every other attention function.
+AFTER_PREFIX = "tunesmith_after_prefix"
 _QUERY_BLOCK = 128  # query rows per matmul block: measured fastest of 32-256 (bench/attention_kernels.py)
 
 
@@ -57,36 +61,41 @@ def _causal_bias(groups: int, start: int, rows: int, keys: int, dtype: torch.dty
 
 
 def matmul_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(QKᵀ·scale + causal mask)·V for q (B, H, S, D) and k, v (B, KV, S, D); returns (B, H, S, D).
+    """softmax(QKᵀ·scale + causal mask)·V for q (B, H, S, D) and k, v (B, KV, P+S, D); returns (B, H, S, D).
 
-    The H/KV query heads that share a key/value head are stacked along the rows, so grouped-query attention
-    needs no copies of the keys and values. Queries go in blocks of 128 positions, each against the keys up to
-    its last position: that skips most of the masked half of QKᵀ and keeps each block's scores cache-sized.
+    The queries are the last S of the P+S key positions (P > 0: keys and values of a prefix computed earlier
+    come first, and every query sees all of them). The H/KV query heads that share a key/value head are stacked
+    along the rows, so grouped-query attention needs no copies of the keys and values. Queries go in blocks of
+    128 positions, each against the keys up to its last position: that skips most of the masked half of QKᵀ
+    and keeps each block's scores cache-sized.
     """
     batch, heads, length, dim = query.shape
     kv_heads, value_dim = key.shape[1], value.shape[-1]
-    groups = heads // kv_heads
+    groups, offset = heads // kv_heads, key.shape[2] - length
     q = query.reshape(batch * kv_heads, groups, length, dim)
-    k = key.reshape(batch * kv_heads, length, dim)
-    v = value.reshape(batch * kv_heads, length, value_dim)
+    k = key.reshape(batch * kv_heads, offset + length, dim)
+    v = value.reshape(batch * kv_heads, offset + length, value_dim)
     blocks = []
     for start in range(0, length, _QUERY_BLOCK):
         end = min(start + _QUERY_BLOCK, length)
         rows = q[:, :, start:end].reshape(batch * kv_heads, groups * (end - start), dim)
-        bias = _causal_bias(groups, start, end - start, end, query.dtype)
-        probs = torch.softmax(torch.baddbmm(bias, rows, k[:, :end].transpose(1, 2), alpha=scale), dim=-1)
-        blocks.append(torch.bmm(probs, v[:, :end]).view(batch * kv_heads, groups, end - start, value_dim))
+        bias = _causal_bias(groups, offset + start, end - start, offset + end, query.dtype)
+        keys, values = k[:, : offset + end], v[:, : offset + end]
+        probs = torch.softmax(torch.baddbmm(bias, rows, keys.transpose(1, 2), alpha=scale), dim=-1)
+        blocks.append(torch.bmm(probs, values).view(batch * kv_heads, groups, end - start, value_dim))
     out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
     return out.view(batch, heads, length, value_dim)
 
 
 def _fast_path_applies(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any, kwargs: dict) -> bool:
+    after_prefix = kwargs.get(AFTER_PREFIX) is True  # the caller vouches that the mask is only causal
     return (
-        mask is None
+        (mask is None or after_prefix)
         and query.device.type == "cpu"
         and getattr(module, "is_causal", False) is True
         and kwargs.get("is_causal") is not False
-        and query.shape[2] == key.shape[2] > 1
+        and (query.shape[2] == key.shape[2] or (after_prefix and query.shape[2] < key.shape[2]))
+        and query.shape[2] > 1
         and query.shape[1] % key.shape[1] == 0
         and kwargs.get("position_bias") is None
         and not any(kwargs.get(name) for name in _UNSUPPORTED)

@@ -29,7 +29,7 @@ from tunesmith.evaluate.scoring import EvalPlan
 from tunesmith.models.cache import cache_dir
 from tunesmith.models.resolve import model_source, resolve_model
 
-SCORING_VERSION = 2  # 2: one prompt pass (label scores, answers, loss from the label scores)
+SCORING_VERSION = 3  # 2: one prompt pass (label scores, answers, loss from the label scores); 3: shared prefix once
 MAX_ENTRIES = 500  # a few MB at most: an entry holds one system's scores and answers
 
 

@@ -10,6 +10,10 @@ candidates and only the few label tokens run K times (one forward for all candid
 and prefix tuning add their virtual tokens inside every forward call, so a second call on a cache would see
 them twice; those models score each prompt + candidate as one whole sequence instead.
 
+Prompts also share a beginning with each other: the chat template's system turn (smollm2's default one is about
+half of an SST-2 prompt's ~60 tokens). `SharedPrefix` runs the tokens every prompt begins with once, and each
+batch's prefill starts after them.
+
 `prefill` and `score_candidates` are the two halves, so `prompt_pass` can continue generating from the same
 cache. Everything here runs inside `train.precision.inference` (no autograd, eval mode, bf16 weights once).
 """
@@ -21,8 +25,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import Cache, PreTrainedTokenizerBase
+from transformers import Cache, DynamicCache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
+from tunesmith.compat.attention import AFTER_PREFIX
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded, encode_examples
@@ -113,15 +119,72 @@ class Prefilled:
         return Prefilled(self.ids[index], self.mask[index], self.cache)
 
 
-def prefill(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> Prefilled:
-    """The prefixes of a batch in one forward, keeping only their cache (no logits are needed).
+MIN_SHARED = 8  # shorter common beginnings are not worth a separate forward
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The tokens every prompt of an evaluation begins with, and their keys and values (a batch of one)."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def cache_for(self, rows: int) -> DynamicCache:
+        """A cache holding the shared tokens for `rows` rows (views; the first update copies them)."""
+        return DynamicCache(
+            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.layers]
+        )
+
+
+def shared_length(encoded: Sequence[Candidates]) -> int:
+    """How many tokens all prefixes begin with, leaving each at least one token of its own."""
+    if not encoded:
+        return 0
+    first, length = encoded[0].prefix, min(len(c.prefix) for c in encoded) - 1
+    for c in encoded[1:]:
+        length = next((j for j in range(length) if c.prefix[j] != first[j]), length)
+    return length
+
+
+def shared_prefix(model: nn.Module, encoded: Sequence[Candidates]) -> SharedPrefix | None:
+    """The common beginning of all prompts run once, leaving each prompt at least one token of its own; None when
+    it is short, or when the model's cache is not plain full attention (a sliding window's mask is not causal)."""
+    length = shared_length(encoded)
+    if length < MIN_SHARED or is_prompt_learning(model):
+        return None
+    first = encoded[0].prefix
+    cache = model(input_ids=torch.tensor([first[:length]]), use_cache=True, logits_to_keep=1).cache
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return SharedPrefix(first[:length], [(layer.keys, layer.values) for layer in layers])
+
+
+def prefill(
+    model: nn.Module, batch: Sequence[Candidates], pad_id: int, shared: SharedPrefix | None = None
+) -> Prefilled:
+    """The prefixes of a batch in one forward, keeping only their cache (no logits are needed); with `shared`,
+    the forward runs only the tokens after the shared ones, on their cache.
 
     Right padding and no mask: under causal attention a real token never sees the padding after it, so the
     positions and outputs are training's, and the attention needs no mask (`compat.attention`'s batched
     matmuls take it; a padding mask would send it to the fused kernel, 2-3x slower here)."""
-    ids = _right_padded([c.prefix for c in batch], pad_id)
     mask = _right_padded([[1] * len(c.prefix) for c in batch], 0)
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    if shared is None:
+        ids = _right_padded([c.prefix for c in batch], pad_id)
+        return Prefilled(ids, mask, model(input_ids=ids, use_cache=True, logits_to_keep=1).cache)
+    start = len(shared.ids)
+    rest = _right_padded([c.prefix[start:] for c in batch], pad_id)
+    positions = torch.arange(start, start + rest.shape[1]).expand(len(batch), -1)
+    out = model(
+        input_ids=rest,
+        position_ids=positions,
+        cache=shared.cache_for(len(batch)),
+        use_cache=True,
+        logits_to_keep=1,
+        **{AFTER_PREFIX: True},
+    )
+    ids = torch.cat([torch.tensor(shared.ids).expand(len(batch), -1), rest], dim=1)
     return Prefilled(ids, mask, out.cache)
 
 
@@ -149,13 +212,15 @@ def score_candidates(model: nn.Module, prefilled: Prefilled, batch: Sequence[Can
     return _summed_target_logprobs(logits, targets[:, scored]).view(len(batch), k)
 
 
-def score_batch(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+def score_batch(
+    model: nn.Module, batch: Sequence[Candidates], pad_id: int, shared: SharedPrefix | None = None
+) -> torch.Tensor:
     """Summed label log-probabilities, shape [len(batch), K]: the prefixes in one forward, then every candidate
     suffix in a second forward on the prefixes' key/value cache."""
-    return score_candidates(model, prefill(model, batch, pad_id), batch, pad_id)
+    return score_candidates(model, prefill(model, batch, pad_id, shared), batch, pad_id)
 
 
-def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int) -> torch.Tensor:
+def score_batch_whole(model: nn.Module, batch: Sequence[Candidates], pad_id: int, shared: None = None) -> torch.Tensor:
     """`score_batch` without the shared cache: every prompt + candidate runs as one right-padded sequence."""
     k = len(batch[0].suffixes)
     rows = [c.prefix + s for c in batch for s in c.suffixes]
@@ -199,8 +264,9 @@ def label_logprobs(
     scores = torch.empty((len(encoded), len(labels)))
     score = score_batch_whole if is_prompt_learning(model) else score_batch
     with inference(model, bf16):
+        shared = shared_prefix(model, encoded)
         for idx in eval_batches([len(c.prefix) for c in encoded], batch_size):
-            scores[idx] = score(model, [encoded[i] for i in idx], pad_id)
+            scores[idx] = score(model, [encoded[i] for i in idx], pad_id, shared)
     return scores
 
 

@@ -24,7 +24,14 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.data.batching import eval_batches
 from tunesmith.data.tokenize import pad_id, render
 from tunesmith.evaluate.generate import Decoding, decode, generate_all
-from tunesmith.evaluate.label_scoring import Candidates, Prefilled, encode_all, prefill, score_candidates
+from tunesmith.evaluate.label_scoring import (
+    Candidates,
+    Prefilled,
+    encode_all,
+    prefill,
+    score_candidates,
+    shared_prefix,
+)
 from tunesmith.train.numerics import IGNORE_INDEX
 from tunesmith.train.precision import inference
 
@@ -109,10 +116,13 @@ def score_and_generate(
         answers=[""] * generate_rows,
     )
     with inference(model, bf16):
+        started = now()
+        shared = shared_prefix(model, encoded)
+        result.label_time.add(started)
         for idx in eval_batches([len(c.prefix) for c in encoded], batch_size):
             started = now()
             batch = [encoded[i] for i in idx]
-            prefilled = prefill(model, batch, pad)
+            prefilled = prefill(model, batch, pad, shared)
             result.scores[idx] = score_candidates(model, prefilled, batch, pad)
             started = result.label_time.add(started)
             rows = [j for j, i in enumerate(idx) if i < generate_rows and continuable[i]]
