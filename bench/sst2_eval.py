@@ -97,6 +97,7 @@ def throughput(run_dir: Path, dev: Path, rows: int, threads: int | None) -> dict
         "systems": {
             s["name"]: {how: {k: s[how][k] for k in keys} for how in ("label_likelihood", "generation")}
             for s in report["systems"]
+            if s["model"] != "prior"
         },
     }
 
@@ -106,7 +107,17 @@ def summarize(report: dict, run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     rows = {}
     for s in report["systems"]:
+        if s["model"] == "prior":
+            rows[s["name"]] = {"accuracy": s["metrics"]["accuracy"], "macro_f1": s["metrics"]["macro_f1"]}
+            continue
+        ll = s["label_likelihood"]
         rows[s["name"]] = {
+            "accuracy_label_likelihood_interval": ll.get("intervals", {}).get("accuracy"),
+            "macro_f1_label_likelihood_interval": ll.get("intervals", {}).get("macro_f1"),
+            "ece": ll.get("calibration", {}).get("ece"),
+            "per_class": ll.get("per_class"),
+        }
+        rows[s["name"]] |= {
             "accuracy_label_likelihood": s["label_likelihood"]["metrics"]["accuracy"],
             "macro_f1_label_likelihood": s["label_likelihood"]["metrics"]["macro_f1"],
             "accuracy_generation": s["generation"]["metrics"]["accuracy"],
@@ -121,6 +132,8 @@ def summarize(report: dict, run_dir: Path) -> dict:
         "train_seconds": summary.get("train_seconds"),
         "eval_wall_seconds": report.get("eval_wall_seconds"),
         "systems": rows,
+        "tuned_versus": report["tuned"].get("versus", {}).get("label_likelihood"),
+        "collapse_warning": report.get("collapse_warning"),
     }
 
 
@@ -153,14 +166,9 @@ def main() -> None:
     result = summarize(report, run_dir)
     (run_dir.parent / f"{run_dir.name}-results.json").write_text(json.dumps(result, indent=2) + "\n")
 
-    from rich.console import Console
+    from tunesmith.cli.eval_cmd import print_report
 
-    from tunesmith.evaluate.runner import report_table, scoring_note, throughput_note
-
-    console = Console()
-    console.print(report_table(report))
-    console.print(scoring_note(report), highlight=False)
-    console.print(throughput_note(report), highlight=False)
+    print_report(report)  # what `tunesmith eval` prints: intervals, priors, per class, significance, calibration
     print(json.dumps(result, indent=2))
 
 

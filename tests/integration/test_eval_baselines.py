@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tunesmith.cli.main import app
 from tunesmith.config import load_config
-from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
+from tunesmith.evaluate.eval_table import report_table, scoring_note, throughput_note
+from tunesmith.evaluate.runner import evaluate_run
 from tunesmith.recipes.train import run_train
 
 pytestmark = pytest.mark.integration
@@ -49,21 +50,42 @@ def label_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_baselines_beside_the_tuned_model(label_run: Path):
     report = evaluate_run(label_run)
-    assert [s["name"] for s in report["systems"]] == ["base 0-shot", "base 2-shot", "tuned"]
+    names = ["base 0-shot", "base 2-shot", "majority", "stratified random", "tuned"]
+    assert [s["name"] for s in report["systems"]] == names
     assert report["scoring"] == "label_likelihood" and report["labels"] == ["bad", "good"]
     assert report["shot_pool"]["rows"] > 0
-    for system in report["systems"]:
+    models = [s for s in report["systems"] if s["model"] != "prior"]
+    for system in models:
         for how in ("label_likelihood", "generation"):
             assert {"accuracy", "macro_f1"} <= set(system[how]["metrics"])
             assert system[how]["rows_per_s"] > 0
+            for metric, (low, high) in system[how]["intervals"].items():
+                assert low <= system[how]["metrics"][metric] <= high
         assert system["metrics"]["accuracy"] == system["label_likelihood"]["metrics"]["accuracy"]
-    base0, base2, tuned = report["systems"]
+        scored = system["label_likelihood"]
+        assert len(scored["predicted"]) == len(scored["confidence"]) == report["rows"]
+        assert [c["label"] for c in scored["per_class"]] == ["bad", "good"] and 0 <= scored["calibration"]["ece"] <= 1
+    base0, base2, tuned = models
     assert {"loss", "perplexity"} <= set(base0) and {"loss", "perplexity"} <= set(tuned)
     assert "loss" not in base2 and base2["mean_shots_used"] == 2
     assert report["base"] is base0 and report["tuned"] is tuned  # the keys older readers use
     text = " ".join(str(c) for col in report_table(report).columns for c in col._cells)
     assert "accuracy (label likelihood)" in text and "accuracy (generation)" in text
     assert "label likelihood" in scoring_note(report) and "rows/s" in throughput_note(report)
+    majority, stratified = report["systems"][2:4]
+    gold = [p["target"] for p in tuned["predictions"]]  # every row generated here (30 rows < max_examples)
+    share = {label: gold.count(label) / len(gold) for label in ("bad", "good")}
+    assert majority["metrics"]["accuracy"] == pytest.approx(share[majority["label"]])
+    assert set(stratified["distribution"]) == {"bad", "good"} and "accuracy" in stratified["prior"]["intervals"]
+    versus = tuned["versus"]["label_likelihood"]
+    assert set(versus) == set(names[:-1]) and {"difference", "low", "high", "significant"} <= set(
+        versus["majority"]["accuracy"]
+    )
+    assert "mcnemar" in versus["base 0-shot"]["accuracy"] and "mcnemar" not in versus["stratified random"]["accuracy"]
+    assert "collapse_warning" in report and report["bootstrap"]["samples"] == 1000
+    for system in (base0, tuned):  # the loss read off the label scores: per-row sums, so intervals
+        low, high = system["loss_intervals"]["perplexity"]
+        assert len(system["row_losses"]) == report["rows"] and low <= system["perplexity"] <= high
 
 
 def test_cli_writes_eval_json(label_run: Path):
@@ -71,7 +93,8 @@ def test_cli_writes_eval_json(label_run: Path):
     assert result.exit_code == 0, result.output
     assert "headline = label likelihood" in result.output
     saved = json.loads((label_run / "eval.json").read_text())
-    assert saved["scoring"] == "label_likelihood" and len(saved["systems"]) == 3
+    assert saved["scoring"] == "label_likelihood" and len(saved["systems"]) == 5
+    assert "McNemar" in result.output and "per class" in result.output and "calibration" in result.output
 
 
 def test_old_run_without_its_training_file_still_evaluates(label_run: Path, tmp_path: Path):
@@ -102,7 +125,7 @@ def test_the_base_is_scored_once_then_reused(label_run: Path, tmp_path: Path, mo
     original = runner.score_system
     monkeypatch.setattr(runner, "score_system", lambda model, *a: scored.append(1) or original(model, *a))
     second = evaluate_run(label_run)
-    assert [bool(s.get("cached")) for s in second["systems"]] == [True, True, False]
+    assert [bool(s.get("cached")) for s in second["systems"] if s["model"] != "prior"] == [True, True, False]
     assert len(scored) == 1  # the tuned model only
     for before, after in zip(first["systems"][:2], second["systems"][:2], strict=True):
         assert before["metrics"] == after["metrics"] and before["label_likelihood"] == after["label_likelihood"]

@@ -69,10 +69,11 @@ def test_loss_read_off_the_label_scores_equals_the_loss_pass(tiny):
         model, tok, [list(e.prompt_messages) for e in examples], LABELS, 0, Decoding(4), batch_size=4
     )
     derived = loss_from_scores(examples, LABELS, done, max_length=512)
-    assert derived is not None
+    assert derived is not None and len(derived) == len(examples)
     passed = loss_scores(model, tok, examples, Cfg, tok.pad_token_id)  # type: ignore[arg-type]
-    assert derived[1] == passed["tokens"]
-    assert derived[0] / derived[1] == pytest.approx(passed["loss"], abs=1e-5)
+    loss, tokens = sum(x for x, _ in derived), sum(n for _, n in derived)
+    assert tokens == passed["tokens"]
+    assert loss / tokens == pytest.approx(passed["loss"], abs=1e-5)
     assert loss_from_scores(examples, LABELS, done, max_length=5) is None  # training would truncate: pass runs
     assert loss_from_scores(examples, ["0", "1"], done, max_length=512) is None  # a target off the label set
 

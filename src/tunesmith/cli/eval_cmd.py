@@ -23,7 +23,7 @@ def eval_run(
     ] = True,
 ) -> None:
     """Tuned vs base zero-shot and k-shot (eval.shots): task metrics, loss, perplexity. Saves eval.json in the run."""
-    from tunesmith.evaluate.runner import evaluate_run, report_table, scoring_note, throughput_note
+    from tunesmith.evaluate.runner import evaluate_run
     from tunesmith.tasks import task_of_run
 
     run_dir = resolve_run(run)
@@ -33,8 +33,26 @@ def eval_run(
     if as_json:
         out.print(json.dumps(report, indent=2), markup=False)  # answers may contain [brackets]
     else:
-        out.print(report_table(report))
-        out.print(scoring_note(report), highlight=False)
-        out.print(throughput_note(report), highlight=False)
+        print_report(report)
         for sample in report["tuned"].get("predictions", [])[:3]:
             out.print(f"  line {sample['line']}: target={sample['target']!r} tuned={sample['answer']!r}", markup=False)
+
+
+def print_report(report: dict) -> None:
+    """The systems table, then what it rests on: per-class results, confusion, calibration, significance."""
+    from tunesmith.evaluate import eval_table
+
+    out.print(eval_table.report_table(report))
+    for extra in (eval_table.per_class_table(report), eval_table.confusion_table(report)):
+        if extra is not None:
+            out.print(extra)
+    if report.get("collapse_warning"):
+        out.print(f"warning: {report['collapse_warning']}", style="bold yellow", highlight=False, markup=False)
+    for line in (
+        eval_table.significance_note(report),
+        eval_table.calibration_note(report),
+        eval_table.scoring_note(report),
+        eval_table.throughput_note(report),
+    ):
+        if line:
+            out.print(line, highlight=False)

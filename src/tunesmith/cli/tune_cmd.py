@@ -108,7 +108,7 @@ def best(
     err.print(f"wrote {write_best(opened, trial)} (train it with `tunesmith train`)")
     test_file = test or opened.cfg.tune.test
     if test_file is not None:
-        from tunesmith.evaluate.runner import report_table
+        from tunesmith.evaluate.eval_table import report_table
 
         report, path = evaluate_on_test(opened, trial, test_file)
         out.print(report_table(report))

@@ -292,6 +292,12 @@ class EvalConfig(Section):
         "rouge_l, bleu, chrf, perplexity, entity_f1). null: the data's default (text_label: accuracy and macro_f1; "
         "short answers: exact_match; long answers: rouge_l, bleu and chrf; perplexity always).",
     )
+    bootstrap: int = Field(
+        1000,
+        ge=0,
+        description="Bootstrap resamples behind the 95% intervals of every metric and of tuned − base (paired), "
+        "seeded by run.seed; 0: no intervals.",
+    )
     shots: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: [0, 5],
         description="Base-model baselines `tunesmith eval` puts beside the tuned model: k-shot prompts with k "

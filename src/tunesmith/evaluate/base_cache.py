@@ -29,7 +29,8 @@ from tunesmith.evaluate.scoring import EvalPlan
 from tunesmith.models.cache import cache_dir
 from tunesmith.models.resolve import model_source, resolve_model
 
-SCORING_VERSION = 3  # 2: one prompt pass (label scores, answers, loss from the label scores); 3: shared prefix once
+SCORING_VERSION = 4  # 2: one prompt pass (label scores, answers, loss from the label scores); 3: shared prefix
+# once; 4: per-row predicted labels and confidences kept
 MAX_ENTRIES = 500  # a few MB at most: an entry holds one system's scores and answers
 
 

@@ -1,4 +1,5 @@
-"""Seeded percentile bootstrap: confidence intervals of a mean, and of a paired difference of means."""
+"""Seeded percentile bootstrap of a mean and of a paired difference of means, as the bias audit reports them
+(`mean`, `low`, `high`, `n`); the resampling itself is `metrics.resampling`, shared with `tunesmith eval`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from tunesmith.metrics.resampling import draws, mean_interval
 
 
 @dataclass(frozen=True)
@@ -24,20 +27,12 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
-def _resampled_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(samples, len(values)))
-    return values[idx].mean(axis=1)
-
-
 def bootstrap_mean(values: Sequence[float], samples: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
-    """Mean of `values` with its percentile bootstrap interval; NaNs for no values."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
+    """Mean of `values` with its percentile bootstrap interval (`metrics.resampling`); NaNs for no values."""
+    if len(values) == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    means = _resampled_means(arr, samples, seed)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(arr.mean()), float(low), float(high), int(arr.size))
+    found = mean_interval(values, draws(len(values), samples, seed), alpha)
+    return Interval(found.value, found.low, found.high, found.n)
 
 
 def paired_difference(

@@ -11,8 +11,10 @@ model that has learned the wrong format or to ramble.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
+from rich.markup import escape
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -21,6 +23,7 @@ from tunesmith.data.example import Example
 from tunesmith.data.tokenize import Encoded
 from tunesmith.errors import UserError
 from tunesmith.evaluate.label_scoring import label_logprobs
+from tunesmith.evaluate.label_stats import collapse_warning
 from tunesmith.evaluate.scoring import (
     EvalPlan,
     Scoring,
@@ -30,6 +33,7 @@ from tunesmith.evaluate.scoring import (
     target_tokens,
 )
 from tunesmith.metrics import METRICS
+from tunesmith.output import warn
 from tunesmith.train.loss import evaluate_loss
 from tunesmith.train.precision import use_bf16
 
@@ -71,6 +75,24 @@ def validation_rows(cfg: Config, val: Sequence[Example], scoring: Scoring) -> li
     return answered[:limit]
 
 
+class CollapseWatch:
+    """The collapse check of `tunesmith eval` at every validation pass of label-scored rows: the first pass (the
+    base model, before any step) is the reference for "accuracy up, macro-F1 down". Logs `collapse` (1 or 0) and
+    the most predicted label's share; the first collapse prints one warning line."""
+
+    def __init__(self, gold: list[str]) -> None:
+        self.gold, self.reference, self.warned = gold, None, False
+
+    def __call__(self, predicted: list[str], metrics: dict[str, float]) -> dict[str, float]:
+        warning = collapse_warning(self.gold, predicted, self.reference, metrics)
+        self.reference = self.reference or dict(metrics)
+        if warning and not self.warned:
+            warn(f"at this validation pass, {escape(warning)}")
+            self.warned = True
+        top = Counter(predicted).most_common(1)[0][1] / len(predicted) if predicted else 0.0
+        return {"collapse": float(warning is not None), "top_label_share": top}
+
+
 def sft_evaluator(
     cfg: Config,
     tokenizer: PreTrainedTokenizerBase,
@@ -89,12 +111,15 @@ def sft_evaluator(
     prompts = [list(e.prompt_messages) for e in rows]
     bf16 = use_bf16(cfg.train.precision)
 
+    watch = CollapseWatch([e.target or "" for e in rows])
+
     def task_metrics(model: nn.Module) -> dict[str, float]:
         if plan.scoring == "generation":
             return by_generation(model, tokenizer, rows, prompts, plan, cfg)[0]["metrics"]
         assert plan.labels is not None
         scores = label_logprobs(model, tokenizer, prompts, plan.labels, cfg.eval.batch_size, bf16=bf16)
-        return likelihood_metrics(plan, rows, scores)[0]
+        metrics, predicted = likelihood_metrics(plan, rows, scores)
+        return metrics | watch(predicted, metrics)
 
     def evaluate(model: nn.Module) -> tuple[float, dict[str, float]]:
         loss = evaluate_loss(model, val_encoded, pad, cfg.eval.batch_size, bf16)

@@ -1,8 +1,10 @@
 """`tunesmith eval`: the tuned model beside base-model baselines (zero-shot and k-shot) on the same rows.
 
-Systems, in report order: the base model with 0, k1, k2... shots (`eval.shots`), then the tuned model
-zero-shot (as it was trained). For an adapter run the base is the same weights with the adapter off. The report
-(`runs/<run>/eval.json`, keys in docs/evaluation.md) holds every system's scores, timings and answers.
+Systems, in report order: the base model with 0, k1, k2... shots (`eval.shots`), the prior baselines of label
+rows (majority, stratified random), then the tuned model zero-shot (as it was trained). For an adapter run the
+base is the same weights with the adapter off. The report (`runs/<run>/eval.json`, keys in docs/evaluation.md)
+holds every system's scores, timings and answers, and the statistics of `uncertainty.add_statistics`
+(intervals, paired differences, per-class results, calibration, the collapse warning).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -26,6 +27,7 @@ from tunesmith.evaluate import base_cache
 from tunesmith.evaluate.generate import eval_decoding, exact_match, generate_all
 from tunesmith.evaluate.scoring import EvalPlan, plan_eval, score_system, target_tokens
 from tunesmith.evaluate.shots import ShotPool, build_prompts, shot_pool
+from tunesmith.evaluate.uncertainty import add_statistics
 from tunesmith.methods.loading import LoadedModel, load_run, merged_for_inference
 from tunesmith.metrics import METRICS
 from tunesmith.models import load_causal_lm
@@ -159,7 +161,7 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, use_cache: bool = 
     pool = shot_pool(train, rows) if any(cfg.eval.shots) and splits is not None else None
     systems = score_systems(loaded, cfg, rows, plan, pool, use_cache)
     by_name = {s["name"]: s for s in systems}
-    return {
+    report = {
         "run": str(run_dir),
         "data": source,
         "rows": len(rows),
@@ -174,78 +176,8 @@ def evaluate_run(run_dir: Path, data_path: str | None = None, use_cache: bool = 
         "systems": systems,
         "base": by_name["base 0-shot"],
         "tuned": by_name["tuned"],
+        "bootstrap": {"samples": cfg.eval.bootstrap, "seed": cfg.run.seed, "confidence": 0.95},
     }
-
-
-def _fmt(metric: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if metric == "loss":
-        return f"{value:.4f}"
-    return f"{value:.1%}" if METRICS[metric].percent else f"{value:.2f}"
-
-
-def _rows(report: dict[str, Any]) -> Iterator[tuple[str, str, list[float | None]]]:
-    """(label, metric, one value per system) for every table row: headline metrics first, then the other scoring."""
-    systems, scoring = report["systems"], report["scoring"]
-    other = {"label_likelihood": "generation", "generation": "label_likelihood"}[scoring]
-    for metric in report["metrics"]:
-        if metric == "perplexity":
-            continue
-        for how in (scoring, other):
-            values = [s.get(how, {}).get("metrics", {}).get(metric) for s in systems]
-            if any(v is not None for v in values):
-                yield f"{metric} ({how.replace('_', ' ')})", metric, values
-    yield "val loss", "loss", [s.get("loss") for s in systems]
-    if "perplexity" in report["metrics"]:
-        yield "perplexity", "perplexity", [s.get("perplexity") for s in systems]
-
-
-def report_table(report: dict[str, Any]) -> Table:
-    """Every system side by side; the change is tuned minus the best baseline."""
-    table = Table(title=f"{report['run']} · {report['data']} · {report['rows']} rows")
-    names = [s["name"] for s in report["systems"]]
-    for col in ("metric", *names, "tuned − best base"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for label, metric, values in _rows(report):
-        base, tuned = [v for v in values[:-1] if v is not None], values[-1]
-        change = "-"
-        if base and tuned is not None:
-            better_high = metric != "loss" and METRICS.get(metric, METRICS["perplexity"]).higher_is_better
-            best = max(base) if better_high else min(base)
-            delta = tuned - best
-            percent = metric != "loss" and METRICS[metric].percent
-            change = f"{delta * 100:+.1f} pts" if percent else f"{delta:+.3f}"
-        table.add_row(label, *(_fmt(metric, v) for v in values), change)
-    return table
-
-
-def scoring_note(report: dict[str, Any]) -> str:
-    """One line saying how the headline numbers were scored."""
-    if report["scoring"] == "label_likelihood":
-        return (
-            f"classification ({len(report['labels'])} labels): headline = label likelihood (argmax of log p(label | "
-            f"prompt) over {report['labels'][:6]}), all {report['rows']} rows; generation = greedy answer mapped to a "
-            f"label, first {report['generation_rows']} rows"
-        )
-    return f"scored by generation: greedy answers of the first {report['generation_rows']} rows"
-
-
-def throughput_note(report: dict[str, Any]) -> str:
-    """Rows per second of each scoring, per system."""
-    parts = []
-    for system in report["systems"]:
-        speeds = [
-            f"{how.replace('_', ' ')} {system[how]['rows_per_s']:.1f}"
-            + (
-                " (decoding only: the prompt ran once, for both)"
-                if system[how].get("continued_from_label_scoring")
-                else ""
-            )
-            for how in ("label_likelihood", "generation")
-            if how in system
-        ]
-        if speeds:
-            cached = " (cached; when scored)" if system.get("cached") else ""
-            parts.append(f"{system['name']}{cached}: " + ", ".join(speeds))
-    return "rows/s · " + " | ".join(parts) if parts else ""
+    gold, train_targets = [e.target or "" for e in rows], [e.target for e in train if e.target is not None]
+    add_statistics(report, gold, train_targets, plan, cfg.eval.bootstrap, cfg.run.seed)
+    return report

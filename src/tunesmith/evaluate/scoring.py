@@ -189,22 +189,21 @@ def _label_pass(
 
 def loss_from_scores(
     rows: Sequence[Example], labels: Sequence[str], done: PassResult, max_length: int
-) -> tuple[float, int] | None:
-    """(summed loss, tokens) of the rows as trained, read off the target candidate's label score: the same
-    tokens and numerics as `loss_scores`. None unless every row has one assistant turn whose target is a
-    candidate and fits `max_length` untruncated (then the loss pass runs)."""
+) -> list[tuple[float, int]] | None:
+    """Per row, (summed loss, tokens) as trained, read off the target candidate's label score: the same tokens
+    and numerics as `loss_scores`. None unless every row has one assistant turn whose target is a candidate and
+    fits `max_length` untruncated (then the loss pass runs)."""
     if not done.target_tokens.any():
         return None
-    total, tokens = 0.0, 0
+    per_row = []
     for i, row in enumerate(rows):
         if sum(m["role"] == "assistant" for m in row.messages) != 1 or row.target not in labels:
             return None
         c = labels.index(row.target)
         if done.lengths[i, c] > max_length:
             return None
-        total -= float(done.scores[i, c])
-        tokens += int(done.target_tokens[i, c])
-    return total, tokens
+        per_row.append((-float(done.scores[i, c]), int(done.target_tokens[i, c])))
+    return per_row
 
 
 def _loss_entry(loss_sum: float, tokens: int) -> dict[str, float]:
@@ -246,7 +245,13 @@ def score_system(
     if plan.labels is not None:
         done = _label_pass(model, tokenizer, prompts, plan, cfg, n)
         metrics, liked = likelihood_metrics(plan, rows, done.scores)
-        out["label_likelihood"] = {"metrics": metrics, **_timed(len(rows), done.label_time)}
+        confidence = torch.softmax(done.scores, dim=-1).amax(-1)
+        out["label_likelihood"] = {
+            "metrics": metrics,
+            **_timed(len(rows), done.label_time),
+            "predicted": liked,  # per row, in row order: the statistics (intervals, per-class) read these
+            "confidence": [round(float(p), 5) for p in confidence],  # softmax probability of the predicted label
+        }
         answers, clock = (done.answers, done.generate_time) if n else (None, None)
     elif n:
         clock, started = Clock(), now()
@@ -256,7 +261,11 @@ def score_system(
         clock.add(started)
     if pad is not None:
         derived = loss_from_scores(rows, plan.labels, done, cfg.data.max_length) if done and plan.labels else None
-        out |= _loss_entry(*derived) if derived else loss_scores(model, tokenizer, rows, cfg, pad)
+        if derived:
+            out |= _loss_entry(sum(loss for loss, _ in derived), sum(tokens for _, tokens in derived))
+            out["row_losses"] = [[round(loss, 5), tokens] for loss, tokens in derived]  # for the loss intervals
+        else:
+            out |= loss_scores(model, tokenizer, rows, cfg, pad)
         out["loss_from_label_scores"] = derived is not None
         if "perplexity" in plan.metrics:
             out["metrics"]["perplexity"] = out["perplexity"]

@@ -60,6 +60,7 @@ class RunSummary:
     environment: dict[str, Any] = field(default_factory=dict)  # library versions and the project's commit
     labels: list[str] | None = None  # classify, ner: the label set in id order
     stop_reason: str | None = None  # why training stopped before planned_steps: early_stopping, pruned
+    collapse_warning: dict[str, Any] | None = None  # the first validation pass that looked collapsed
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -135,6 +136,7 @@ def summarise(
         environment=run_environment(),
         labels=labels,
         stop_reason=result.stop_reason,
+        collapse_warning=_first_collapse(run_dir),
     )
     if "val_perplexity" in summary.val_metrics:  # exp(cross-entropy) of a classifier is no perplexity
         summary.base_val_perplexity = math.exp(min(state.base_val_loss or 0.0, 50))
@@ -148,6 +150,19 @@ def _best_metrics(run_dir: Path, best_step: int | None) -> dict[str, float]:
     """The task metrics logged at the evaluation that gave the best (exported) weights."""
     rows = [r for r in read_metrics(RunFolder(run_dir).metrics) if r.get("step") == best_step and "val_loss" in r]
     return {k: v for k, v in rows[-1].items() if k.startswith("val_") and k != "val_loss"} if rows else {}
+
+
+def _first_collapse(run_dir: Path) -> dict[str, Any] | None:
+    """Step and numbers of the first validation pass whose label predictions looked collapsed (`CollapseWatch`)."""
+    for row in read_metrics(RunFolder(run_dir).metrics):
+        if row.get("val_collapse") == 1.0:
+            return {
+                "step": row.get("step"),
+                "top_label_share": row.get("val_top_label_share"),
+                "message": "one label predicted for most validation rows, or accuracy rose while macro-F1 fell "
+                "against the base; see metrics.jsonl (val_collapse) and consider train.best_metric=macro_f1",
+            }
+    return None
 
 
 def _padding_fraction(tokens: int, padded: int) -> float | None:

@@ -24,9 +24,10 @@ from tunesmith.data.formats.base import RowError, check_text, require
 from tunesmith.data.prepare import Prepared, split_examples
 from tunesmith.data.tokenize import EncodeReport, pad_id
 from tunesmith.errors import DataError, UserError
+from tunesmith.evaluate.during_training import CollapseWatch
 from tunesmith.methods import base_dtype
 from tunesmith.metrics import accuracy, macro_f1
-from tunesmith.tasks.base import TaskData, TaskSteps, data_report, label_set, on_val_split, read_rows
+from tunesmith.tasks.base import LoopEvaluate, TaskData, TaskSteps, data_report, label_set, read_rows
 from tunesmith.tasks.heads import DECODER_HEAD, batched_logits, head_name, load_head_model, load_trained
 from tunesmith.tasks.pooling import set_pooling
 from tunesmith.train.numerics import is_prompt_learning
@@ -174,13 +175,26 @@ def scores(gold: list[str], predicted: list[str]) -> dict[str, float]:
 
 def evaluate(
     model: nn.Module, val: Sequence[LabeledText], pad_id: int, cfg: Config, labels: list[str] | None
-) -> tuple[float, dict[str, float]]:
-    """Mean validation cross-entropy, with accuracy and macro-F1, in one pass."""
+) -> tuple[float, dict[str, float], list[str]]:
+    """Mean validation cross-entropy, with accuracy and macro-F1, in one pass; and the predicted labels."""
     bf16 = use_bf16(cfg.train.precision)
     total, probs = predictions(model, val, pad_id, cfg.eval.batch_size, bf16)
     names = labels or []
     predicted = [names[i] for i in probs.argmax(-1).tolist()]
-    return float(total) / max(len(val), 1), scores([names[e.label] for e in val], predicted)
+    return float(total) / max(len(val), 1), scores([names[e.label] for e in val], predicted), predicted
+
+
+def evaluator(cfg: Config, data: TaskData, tokenizer: PreTrainedTokenizerBase) -> LoopEvaluate:
+    """The loop's validation pass: loss, accuracy, macro-F1, and the collapse check of `tunesmith eval`
+    (`CollapseWatch`: one warning at the first pass whose predictions look collapsed)."""
+    pad, val, names = pad_id(tokenizer), data.prepared.val, data.labels or []
+    watch = CollapseWatch([names[e.label] for e in val])
+
+    def run(model: nn.Module) -> tuple[float, dict[str, float]]:
+        loss, metrics, predicted = evaluate(model, val, pad, cfg, names)
+        return loss, metrics | watch(predicted, metrics)
+
+    return run
 
 
 def _row_text(record: dict[str, Any], line: int, path: str) -> str:
@@ -213,6 +227,4 @@ def predict(run_dir: Path, data_path: str) -> tuple[list[dict[str, Any]], dict[s
     return out, ({**scores(gold, chosen), "labelled_rows": len(gold)} if gold else {})
 
 
-STEPS = TaskSteps(
-    prepare=prepare, build_model=build_model, objective=objective, evaluator=on_val_split(evaluate), new_head=True
-)
+STEPS = TaskSteps(prepare=prepare, build_model=build_model, objective=objective, evaluator=evaluator, new_head=True)

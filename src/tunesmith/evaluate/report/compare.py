@@ -40,9 +40,15 @@ def headline(run: RunFiles) -> dict[str, Any]:
     if run.eval:
         systems = dict(eval_systems(run.eval))
         tuned = systems.get("tuned", {})
+        intervals = _get(run.eval, "tuned", run.eval.get("scoring", ""), "intervals") or {}
+        row["_intervals"] = {}
         for metric, value in tuned.items():
             if metric not in {"loss", "perplexity", "tokens"} and isinstance(value, int | float):
                 row[f"eval {metric} (tuned)"] = value
+                if metric in intervals:
+                    row["_intervals"][f"eval {metric} (tuned)"] = tuple(intervals[metric])
+        if "collapse_warning" in run.eval:  # older reports did not check
+            row["collapse warning"] = bool(run.eval["collapse_warning"])
     forgetting = _get(run.audit, "forgetting")
     row["reference ppl change"] = _get(forgetting, "perplexity", "change")
     row["KL(base‖tuned)"] = _get(forgetting, "kl_base_tuned")
@@ -58,12 +64,14 @@ def headline(run: RunFiles) -> dict[str, Any]:
 def compare_rows(run_dirs: Sequence[Path]) -> tuple[list[str], list[dict[str, Any]]]:
     """Column names (those at least one run has) and one headline row per run."""
     rows = [headline(read_run(d)) for d in run_dirs]
-    columns = list(dict.fromkeys(k for r in rows for k, v in r.items() if v is not None))
+    columns = list(dict.fromkeys(k for r in rows for k, v in r.items() if v is not None and not k.startswith("_")))
     return columns, rows
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else num(value)
+def _cell(value: Any, interval: tuple[float, float] | None = None) -> str:
+    if value is None:
+        return "–"
+    return num(value) + (f" [{num(interval[0])}, {num(interval[1])}]" if interval else "")
 
 
 def compare_table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
@@ -73,23 +81,24 @@ def compare_table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         out.add_column(str(row["run"]), justify="right")
     for column in columns[1:]:
-        out.add_row(column, *(_cell(r.get(column)) for r in rows))
+        out.add_row(column, *(_cell(r.get(column), r.get("_intervals", {}).get(column)) for r in rows))
     return out
 
 
 def compare_html(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    body_rows = [[esc(c), *(_cell(r.get(c)) for r in rows)] for c in columns[1:]]
+    body_rows = [[esc(c), *(_cell(r.get(c), r.get("_intervals", {}).get(c)) for r in rows)] for c in columns[1:]]
     text_rows = {"model", "method"}
-    numeric = [c for c in columns[1:] if c not in text_rows and c != "bias amplified"]
+    numeric = [c for c in columns[1:] if c not in text_rows and c not in {"bias amplified", "collapse warning"}]
     panels = {
         c: [float(r[c]) if isinstance(r.get(c), int | float) else NAN for r in rows] for c in numeric if c != "steps"
     }
-    plot = plots.small_multiples([str(r["run"]) for r in rows], panels)
+    errors = {c: [r.get("_intervals", {}).get(c) for r in rows] for c in panels}
+    plot = plots.small_multiples([str(r["run"]) for r in rows], panels, errors)
     body = section(
         "table",
         "Runs side by side",
         table(["measure", *(str(r["run"]) for r in rows)], body_rows)
-        + note("– : not available for that run (not evaluated or audited yet)."),
+        + note("– : not available for that run (not evaluated or audited yet). [low, high]: 95% bootstrap interval."),
     )
     body += section("plot", "Plot", image(plot, "measures per run") if plot else note("Nothing numeric to plot."))
     finite = [r for r in rows if isinstance(r.get("val loss (tuned)"), float) and math.isfinite(r["val loss (tuned)"])]

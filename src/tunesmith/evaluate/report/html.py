@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tunesmith.evaluate.report import sections
+from tunesmith.evaluate.report import class_section, sections
 from tunesmith.evaluate.report.markup import esc, page
 from tunesmith.evaluate.report.run_files import read_run
 from tunesmith.train.run_folder import RunFolder
@@ -14,6 +14,7 @@ NAV = [
     ("overview", "Overview"),
     ("training", "Training"),
     ("evaluation", "Metrics & baselines"),
+    ("classes", "Per class"),
     ("forgetting", "Forgetting"),
     ("bias", "Bias"),
     ("data", "Data"),
@@ -29,6 +30,7 @@ def build_report(run_dir: Path) -> str:
             sections.overview,
             sections.training,
             sections.evaluation,
+            class_section.classes,
             sections.forgetting,
             sections.bias,
             sections.data,

@@ -102,8 +102,13 @@ def grouped_bars(
     return to_png(fig)
 
 
-def small_multiples(runs: Sequence[str], panels: dict[str, Sequence[float]]) -> str | None:
-    """One small bar chart per measure, one bar per run (measures have different scales)."""
+def small_multiples(
+    runs: Sequence[str],
+    panels: dict[str, Sequence[float]],
+    errors: dict[str, Sequence[tuple[float, float] | None]] | None = None,
+) -> str | None:
+    """One small bar chart per measure, one bar per run (measures have different scales); `errors` gives a
+    (low, high) interval per run where there is one, drawn as an error bar."""
     panels = {k: v for k, v in panels.items() if any(_finite(x) for x in v)}
     if not panels:
         return None
@@ -111,11 +116,61 @@ def small_multiples(runs: Sequence[str], panels: dict[str, Sequence[float]]) -> 
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
     for ax, (title, values) in zip(axes.flat, panels.items(), strict=False):
-        ax.bar(range(len(runs)), [v if _finite(v) else 0 for v in values], color=PALETTE[2:][: len(runs)] or TUNED)
+        heights = [v if _finite(v) else 0 for v in values]
+        spans = (errors or {}).get(title) or [None] * len(runs)
+        yerr = [
+            [max(h - s[0], 0) if s else 0 for h, s in zip(heights, spans, strict=True)],
+            [max(s[1] - h, 0) if s else 0 for h, s in zip(heights, spans, strict=True)],
+        ]
+        ax.bar(range(len(runs)), heights, color=PALETTE[2:][: len(runs)] or TUNED, yerr=yerr, capsize=3)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(runs)))
         ax.set_xticklabels(runs, rotation=25, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
+    return to_png(fig)
+
+
+def confusion_heatmap(
+    gold: Sequence[str], predicted: Sequence[str], matrix: Sequence[Sequence[int]], title: str
+) -> str:
+    """Counts of gold (rows) × predicted (columns), each row shaded by its share so rare labels stay visible."""
+    fig, ax = plt.subplots(figsize=(max(3.6, 0.9 * len(predicted) + 1.6), max(2.8, 0.6 * len(gold) + 1.2)))
+    shares = [[c / max(sum(row), 1) for c in row] for row in matrix]
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if shares[i][j] > 0.6 else "black")
+    ax.set_xticks(range(len(predicted)))
+    ax.set_xticklabels(predicted, rotation=20, ha="right")
+    ax.set_yticks(range(len(gold)))
+    ax.set_yticklabels(gold)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title, fontsize=10)
+    return to_png(fig)
+
+
+def reliability(series: dict[str, Sequence[dict[str, Any]]]) -> str | None:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per system; the diagonal is a
+    perfectly calibrated model, and marker size grows with the bin's rows."""
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="#333333", lw=1, ls="--", label="calibrated")
+    for (name, bins), color in zip(series.items(), [BASE, TUNED, *PALETTE[2:]], strict=False):
+        points = [(b["confidence"], b["accuracy"], b["count"]) for b in bins if b.get("count")]
+        if not points:
+            continue
+        total = sum(c for *_, c in points)
+        xs, ys, counts = zip(*points, strict=True)
+        ax.plot(xs, ys, color=color, lw=1.5, label=name)
+        ax.scatter(xs, ys, s=[20 + 300 * c / total for c in counts], color=color, alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability (confidence)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, loc="upper left")
     return to_png(fig)

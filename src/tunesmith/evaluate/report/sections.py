@@ -57,6 +57,18 @@ def eval_systems(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return out
 
 
+def _error_bars(report: dict[str, Any], metrics: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """(low, high) per headline metric of each system with intervals in eval.json (a missing one: no bar)."""
+    out = {}
+    for s in report.get("systems", []):
+        entry = s.get(report.get("scoring", ""), s.get("prior", {})) or {}
+        intervals, values = entry.get("intervals") or {}, s.get("metrics") or {}
+        if intervals:
+            spans = [intervals.get(m) or [values.get(m, math.nan)] * 2 for m in metrics]
+            out[str(s.get("name"))] = [(float(low), float(high)) for low, high in spans]
+    return out
+
+
 def _metric_cell(value: Any, best: bool) -> str:
     text = num(value)
     return f"<span class='good'>{text}</span>" if best else text
@@ -110,7 +122,10 @@ def evaluation(run: RunFiles) -> str:
     plot = None
     if bar_metrics:
         series = {name: [float(v.get(m, math.nan)) for m in bar_metrics] for name, v in systems}
-        plot = plots.grouped_bars(bar_metrics, series, "score")
+        plot = plots.grouped_bars(bar_metrics, series, "score", errors=_error_bars(run.eval, bar_metrics) or None)
+        text += note("Error bars: 95% bootstrap intervals.") if "bootstrap" in run.eval else ""
+    if run.eval.get("collapse_warning"):
+        text = f'<p class="flag"><b>Warning:</b> {esc(run.eval["collapse_warning"])}</p>' + text
     body = tables + text + image(plot, "metrics per system")
     return section("evaluation", "Metrics before and after, and baselines", body)
 
