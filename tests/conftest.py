@@ -158,43 +158,13 @@ def sets_for(tiny_model_dir: Path, qa_data: Path, tmp_path: Path):
     return build
 
 
-def _as_postgres_user(cmd: list[str]) -> list[str]:
-    """postgres refuses to run as root: as root, run the server tools as the `postgres` system user."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server in a temp folder for the session (initdb + pg_ctl), stopped afterwards; skips
     with the reason where the server binaries are missing."""
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
+    from tunesmith.databases import local_postgres, postgres_missing
 
-    missing = [tool for tool in ("initdb", "pg_ctl") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"PostgreSQL server binaries not found ({', '.join(missing)}): install postgresql to run this")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start postgres as another user")
-    folder = Path(tempfile.mkdtemp(prefix="tunesmith-pg-"))
-    folder.chmod(0o777)
-    data = folder / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run(_as_postgres_user(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres"]), **run)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-    log = folder / "server.log"
-    subprocess.run(_as_postgres_user(["pg_ctl", "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]), **run)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres_user(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"]),
-            check=False,
-            capture_output=True,
-            timeout=120,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+    if reason := postgres_missing():
+        pytest.skip(reason)
+    with local_postgres() as url:
+        yield url

@@ -18,9 +18,11 @@ from tunesmith.cli import (
     demo_cmd,
     doctor_cmd,
     eval_cmd,
+    export_cmd,
     feedback_cmd,
     models_cmd,
     predict_cmd,
+    registry_cmd,
     report_cmd,
     sequence_cmd,
     serve_cmd,
@@ -47,6 +49,7 @@ data_cmd.app.command("pseudo-label")(data_semi_cmd.pseudo_label)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(tune_cmd.app, name="tune")
 app.add_typer(feedback_cmd.app, name="feedback")
+app.add_typer(registry_cmd.app, name="registry")
 
 COMMANDS = {
     "train": train_cmd.train,
@@ -62,6 +65,7 @@ COMMANDS = {
     "chat": chat_cmd.chat,
     "serve": serve_cmd.serve,
     "demo": demo_cmd.demo,
+    "export": export_cmd.export,
     "doctor": doctor_cmd.doctor,
 }
 for name, function in COMMANDS.items():

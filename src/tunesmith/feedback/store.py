@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 
-from tunesmith.databases import database_url, masked
-from tunesmith.errors import UserError
+from tunesmith.databases import database_url, engine_for, upgrade
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 metadata = sa.MetaData()
@@ -94,8 +91,8 @@ class FeedbackStore:
 
     def __init__(self, url: str) -> None:
         self.url = database_url(url)
-        self.engine = _engine(self.url)
-        upgrade(self.engine, self.url)
+        self.engine = engine_for(self.url)
+        upgrade(self.engine, self.url, MIGRATIONS, "feedback database")
 
     def record_response(self, record: ResponseRecord) -> None:
         with self.engine.begin() as db:
@@ -133,37 +130,6 @@ class FeedbackStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    """WAL: readers (an export) never block the server's writes; synchronous FULL: a commit is on disk."""
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def upgrade(engine: sa.Engine, url: str) -> None:
-    """Create or migrate the schema to the newest revision."""
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise UserError(f"cannot open the feedback database {masked(url)}: {reason}") from None
 
 
 def _response(row: Any) -> ResponseRecord:

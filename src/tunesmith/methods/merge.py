@@ -18,7 +18,7 @@ from tunesmith.train.run_dir import set_status
 from tunesmith.train.run_folder import RunFolder
 
 
-def _write_atomically(out: Path, write) -> Path:
+def write_atomically(out: Path, write) -> Path:
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     write(staging)
@@ -36,7 +36,7 @@ def whole_model_folder(run_dir: Path, out: Path) -> Path:
         return out
     loaded = load_run(run_dir, dtype=torch.float32)
     model = loaded.model.merge_and_unload() if loaded.is_adapter else loaded.model
-    return _write_atomically(out, lambda folder: save_with_tokenizer(model, loaded.tokenizer, folder))
+    return write_atomically(out, lambda folder: save_with_tokenizer(model, loaded.tokenizer, folder))
 
 
 def merge_adapters(
@@ -80,7 +80,7 @@ def merge_adapters(
             nested.rmdir()
         tokenizer.save_pretrained(folder)
 
-    return _write_atomically(out, write)
+    return write_atomically(out, write)
 
 
 def merged_adapter_run(
@@ -104,7 +104,7 @@ def merged_adapter_run(
         run.config.write_text(yaml.safe_dump(config, sort_keys=False))
         set_status(folder, "completed", merged_from=list(names), combination=combination, density=density)
 
-    return _write_atomically(out, write)
+    return write_atomically(out, write)
 
 
 def load_run_tokenizer(run_dir: Path):

@@ -149,7 +149,7 @@ def _write_checkpoint(
     (staging / OPTIMIZER_META).write_text(json.dumps(meta))
     save_file({"torch": torch.get_rng_state()}, staging / RNG)
     extra = {"scheduler": scheduler.state_dict(), "python_rng": _py_rng(), "numpy_rng": _np_rng()}
-    files = {path.name: _sha256(path) for path in sorted(staging.iterdir())}
+    files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
     (staging / STATE).write_text(json.dumps({"train_state": asdict(state), **extra, "files": files}))
     crash_point("state", state.step)
 
@@ -166,7 +166,7 @@ class StorageError(UserError):
         )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -191,7 +191,7 @@ def damage(path: Path) -> str | None:
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
-        if _sha256(file) != expected:
+        if file_sha256(file) != expected:
             return f"{name} does not match its checksum"
     return None
 
