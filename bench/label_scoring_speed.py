@@ -3,6 +3,7 @@
     python bench/label_scoring_speed.py                      # 300 rows, batch 16, bf16, 2 repeats
     python bench/label_scoring_speed.py --rows 872 --batch-size 32
     python bench/label_scoring_speed.py --shots 8             # long rows: 8 training rows as earlier turns
+    python bench/label_scoring_speed.py --shots 16 --rows 200 --vary-shots   # long rows, each with its own shots
 
 Times `evaluate.label_scoring.label_logprobs` (what `tunesmith eval` runs for label likelihood) on smollm2-135m
 with the SST-2 system prompt and the labels negative/positive. MFU = useful forward FLOPs (2·N_body per prompt
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shots", type=int, default=0, help="training rows before each prompt (long rows)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument(
+        "--vary-shots", action="store_true", help="different shots for every row (else all rows share the same ones)"
+    )
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,12 +48,16 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     rows = read_jsonl(SST2 / "dev.jsonl")[: args.rows]
-    shots = [
-        turn
-        for r in read_jsonl(SST2 / "train.jsonl")[: args.shots]
-        for turn in ({"role": "user", "content": r["text"]}, {"role": "assistant", "content": NAMES[r["label"]]})
-    ]
-    prompts = [[{"role": "system", "content": SYSTEM}, *shots, {"role": "user", "content": r["text"]}] for r in rows]
+    train = read_jsonl(SST2 / "train.jsonl")[: max(args.shots * len(rows), args.shots)]
+    prompts = []
+    for i, r in enumerate(rows):  # --vary-shots: each row its own shots, as `tunesmith eval` draws them
+        first = i * args.shots if args.vary_shots else 0
+        shots = [
+            turn
+            for s in train[first : first + args.shots]
+            for turn in ({"role": "user", "content": s["text"]}, {"role": "assistant", "content": NAMES[s["label"]]})
+        ]
+        prompts.append([{"role": "system", "content": SYSTEM}, *shots, {"role": "user", "content": r["text"]}])
     encoded = [encode_candidates(tokenizer, p, LABELS) for p in prompts]
     prompt_tokens = sum(len(c.prefix) for c in encoded)
     label_tokens = sum(len(s) for c in encoded for s in c.suffixes)
