@@ -101,9 +101,11 @@ def test_collapse_watch_warns_once_at_the_first_collapsed_pass(capsys):
 
     gold = ["a"] * 6 + ["b"] * 4
     watch = CollapseWatch(gold)
-    first = watch(["a", "b"] * 5, {"accuracy": 0.5, "macro_f1": 0.5})  # the base pass: the reference
-    assert first == {"collapse": 0.0, "top_label_share": 0.5}
-    collapsed = watch(["a"] * 10, {"accuracy": 0.6, "macro_f1": 0.375})
+    first = watch(["a"] * 10, {"accuracy": 0.6, "macro_f1": 0.375})  # the base pass: the reference, not judged
+    assert first == {"collapse": 0.0, "top_label_share": 1.0}
+    fine = watch(["a", "b"] * 5, {"accuracy": 0.5, "macro_f1": 0.5})
+    assert fine == {"collapse": 0.0, "top_label_share": 0.5}
+    collapsed = watch(["a"] * 10, {"accuracy": 0.6, "macro_f1": 0.375})  # all one label, gold share 60%
     assert collapsed == {"collapse": 1.0, "top_label_share": 1.0}
     again = watch(["a"] * 10, {"accuracy": 0.6, "macro_f1": 0.375})
     assert again["collapse"] == 1.0

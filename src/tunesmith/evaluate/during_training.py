@@ -76,20 +76,23 @@ def validation_rows(cfg: Config, val: Sequence[Example], scoring: Scoring) -> li
 
 
 class CollapseWatch:
-    """The collapse check of `tunesmith eval` at every validation pass of label-scored rows: the first pass (the
-    base model, before any step) is the reference for "accuracy up, macro-F1 down". Logs `collapse` (1 or 0) and
-    the most predicted label's share; the first collapse prints one warning line."""
+    """The collapse check of `tunesmith eval` at every validation pass of label-scored rows after the first. The
+    first pass (the base model before any step; a new classification head is random there and often answers one
+    label) is not judged: it is the reference for "accuracy up, macro-F1 down". Logs `collapse` (1 or 0) and the
+    most predicted label's share; the first collapse prints one warning line."""
 
     def __init__(self, gold: list[str]) -> None:
         self.gold, self.reference, self.warned = gold, None, False
 
     def __call__(self, predicted: list[str], metrics: dict[str, float]) -> dict[str, float]:
+        top = Counter(predicted).most_common(1)[0][1] / len(predicted) if predicted else 0.0
+        if self.reference is None:
+            self.reference = dict(metrics)
+            return {"collapse": 0.0, "top_label_share": top}
         warning = collapse_warning(self.gold, predicted, self.reference, metrics)
-        self.reference = self.reference or dict(metrics)
         if warning and not self.warned:
             warn(f"at this validation pass, {escape(warning)}")
             self.warned = True
-        top = Counter(predicted).most_common(1)[0][1] / len(predicted) if predicted else 0.0
         return {"collapse": float(warning is not None), "top_label_share": top}
 
 
