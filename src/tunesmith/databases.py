@@ -61,6 +61,19 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def run_migrations(context: Any) -> None:
+    """The body of every tunesmith Alembic env.py: migrate the connection `upgrade` hands over (no alembic.ini,
+    no URL), recording the revision in the schema's own version table."""
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        render_as_batch=connection.dialect.name == "sqlite",
+        version_table=context.config.attributes.get("version_table", "alembic_version"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def upgrade(engine: sa.Engine, url: str, migrations: Path, what: str, version_table: str = "alembic_version") -> None:
     """Create or migrate a schema to its newest revision with the Alembic scripts in `migrations`; `version_table`
     keeps several tunesmith schemas apart in one database. A database that cannot be opened is a UserError."""

@@ -125,10 +125,16 @@ def _label_details(entry: dict[str, Any], gold: list[str], predicted: list[str],
 
 
 def _versus(
-    tuned: dict[str, Any], base: dict[str, Any], how: str, gold: list[str], plan: EvalPlan, counts: Draws
+    tuned: dict[str, Any],
+    mine: dict[str, tuple] | None,
+    base: dict[str, Any],
+    how: str,
+    gold: list[str],
+    plan: EvalPlan,
+    counts: Draws,
 ) -> dict[str, Any]:
-    """tuned − base per metric of one scoring (paired bootstrap), plus McNemar for accuracy."""
-    mine = scored_rows(tuned, how, gold, plan)
+    """tuned − base per metric of one scoring (paired bootstrap), plus McNemar for accuracy; `mine` is the tuned
+    system's `scored_rows` for that scoring."""
     is_prior = base.get("model") == "prior"
     theirs = scored_rows(base, "prior" if is_prior else how, gold, plan)
     if mine is None or (is_prior and how != "label_likelihood"):
@@ -178,11 +184,10 @@ def add_statistics(
         _describe(system, gold, plan, counts)
     tuned = systems[-1]
     if counts is not None:
-        tuned["versus"] = {
-            how: {base["name"]: _versus(tuned, base, how, gold, plan, counts) for base in systems[:-1]}
-            for how in HOWS
-            if how in tuned
-        }
+        tuned["versus"] = {}
+        for how in (h for h in HOWS if h in tuned):
+            mine = scored_rows(tuned, how, gold, plan)
+            tuned["versus"][how] = {b["name"]: _versus(tuned, mine, b, how, gold, plan, counts) for b in systems[:-1]}
     report["collapse_warning"] = _collapse(systems, gold, plan)
 
 

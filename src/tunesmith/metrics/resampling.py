@@ -137,9 +137,23 @@ RESAMPLABLE: dict[str, Callable] = {
 }
 
 
-def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
-    low, high = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+def _bootstrap(
+    score: Callable[[np.ndarray], np.ndarray],
+    stats: np.ndarray,
+    reference: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> Interval:
+    """score(summed row statistics) on all rows (each drawn once) and its percentile interval over the resamples
+    in `counts`; with `reference`, the difference score(stats) − score(reference) under the same draws."""
+
+    def at(weights: np.ndarray) -> np.ndarray:
+        value = score(weights @ stats)
+        return value if reference is None else value - score(weights @ reference)
+
+    counts = draws(len(stats)) if counts is None else counts
+    low, high = np.nanquantile(at(counts), [alpha / 2, 1 - alpha / 2])
+    return Interval(float(at(np.ones(len(stats)))), float(low), float(high), len(stats))
 
 
 def interval(
@@ -154,9 +168,7 @@ def interval(
     if metric not in RESAMPLABLE or not gold:
         return None
     stats, score = RESAMPLABLE[metric](gold, predicted, labels)
-    counts = draws(len(gold)) if counts is None else counts
-    value = float(score(stats.sum(0)))
-    return Interval(value, *_percentiles(score(counts @ stats), alpha), len(gold))
+    return _bootstrap(score, stats, counts=counts, alpha=alpha)
 
 
 def paired_interval(
@@ -177,16 +189,12 @@ def paired_interval(
         mine, theirs, score = both.row_stats(gold, predicted), both.row_stats(gold, reference), both.from_stats
     else:
         (mine, score), (theirs, _) = make(gold, predicted, labels), make(gold, reference, labels)
-    counts = draws(len(gold)) if counts is None else counts
-    value = float(score(mine.sum(0)) - score(theirs.sum(0)))
-    return Interval(value, *_percentiles(score(counts @ mine) - score(counts @ theirs), alpha), len(gold))
+    return _bootstrap(score, mine, theirs, counts, alpha)
 
 
 def mean_interval(values: Sequence[float], counts: np.ndarray | None = None, alpha: float = 0.05) -> Interval:
     """The mean of per-row values (e.g. a prior's expected hit per row) with its bootstrap interval."""
-    stats = _mean_stats(values)
-    counts = draws(len(values)) if counts is None else counts
-    return Interval(float(_mean(stats.sum(0))), *_percentiles(_mean(counts @ stats), alpha), len(values))
+    return _bootstrap(_mean, _mean_stats(values), counts=counts, alpha=alpha)
 
 
 def ratio_interval(
@@ -199,6 +207,4 @@ def ratio_interval(
     """transform(Σ numerator / Σ denominator) over rows with its bootstrap interval: the validation loss per
     token (summed loss / tokens) and, with `transform=np.exp`, the perplexity."""
     stats = np.column_stack([np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)])
-    counts = draws(len(stats)) if counts is None else counts
-    value = float(transform(_mean(stats.sum(0))))
-    return Interval(value, *_percentiles(transform(_mean(counts @ stats)), alpha), len(stats))
+    return _bootstrap(lambda summed: transform(_mean(summed)), stats, counts=counts, alpha=alpha)

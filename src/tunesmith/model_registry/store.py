@@ -164,7 +164,7 @@ class Registry:
                         created=_now(),
                     )
                 )
-                db.execute(events.insert().values(name=name, version=number, action="add", created=_now()))
+                self._event(db, name, number, "add", None, None)
                 return number
 
         return self.get(name, self._retrying(insert))
@@ -173,6 +173,24 @@ class Registry:
     def _row(db: sa.Connection, name: str, version: int) -> Any:
         query = sa.select(versions).where(versions.c.name == name, versions.c.version == version)
         return db.execute(query).mappings().first()
+
+    @staticmethod
+    def _champion_row(db: sa.Connection, name: str) -> Any:
+        query = sa.select(versions).where(versions.c.name == name, versions.c.stage == "champion")
+        return db.execute(query).mappings().first()
+
+    @staticmethod
+    def _champion_version(db: sa.Connection, name: str) -> int | None:
+        row = Registry._champion_row(db, name)
+        return None if row is None else row["version"]
+
+    @staticmethod
+    def _event(db: sa.Connection, name: str, version: int, action: str, previous: int | None, note: str | None) -> None:
+        db.execute(
+            events.insert().values(
+                name=name, version=version, action=action, previous_champion=previous, note=note, created=_now()
+            )
+        )
 
     def names(self) -> list[str]:
         with self.engine.connect() as db:
@@ -188,11 +206,7 @@ class Registry:
     def get(self, name: str, version: int | None = None) -> Version:
         """A version, or the champion when `version` is None; a UserError naming what exists otherwise."""
         with self.engine.connect() as db:
-            if version is None:
-                query = sa.select(versions).where(versions.c.name == name, versions.c.stage == "champion")
-                row = db.execute(query).mappings().first()
-            else:
-                row = self._row(db, name, version)
+            row = self._champion_row(db, name) if version is None else self._row(db, name, version)
         if row is None:
             have = [v.version for v in self.list(name)]
             what = "no champion" if version is None else f"no version {version}"
@@ -201,8 +215,7 @@ class Registry:
 
     def champion(self, name: str) -> Version | None:
         with self.engine.connect() as db:
-            query = sa.select(versions).where(versions.c.name == name, versions.c.stage == "champion")
-            row = db.execute(query).mappings().first()
+            row = self._champion_row(db, name)
         return None if row is None else _version(row)
 
     def promote(self, name: str, version: int, note: str | None = None) -> Version:
@@ -210,21 +223,10 @@ class Registry:
         with self._locked(name) as db:
             if self._row(db, name, version) is None:
                 raise UserError(f"{name!r} has no version {version}")
-            current = db.execute(
-                sa.select(versions.c.version).where(versions.c.name == name, versions.c.stage == "champion")
-            ).scalar()
+            current = self._champion_version(db, name)
             if current != version:
                 self._crown(db, name, version, current)
-                db.execute(
-                    events.insert().values(
-                        name=name,
-                        version=version,
-                        action="promote",
-                        previous_champion=current,
-                        note=note,
-                        created=_now(),
-                    )
-                )
+                self._event(db, name, version, "promote", current, note)
         return self.get(name, version)
 
     @staticmethod
@@ -240,9 +242,7 @@ class Registry:
     def rollback(self, name: str, note: str | None = None) -> Version:
         """The champion before the current one back, in one command; the current one is archived."""
         with self._locked(name) as db:
-            current = db.execute(
-                sa.select(versions.c.version).where(versions.c.name == name, versions.c.stage == "champion")
-            ).scalar()
+            current = self._champion_version(db, name)
             if current is None:
                 raise UserError(f"{name!r} has no champion to roll back")
             crowned = db.execute(
@@ -254,11 +254,7 @@ class Registry:
             if previous is None:
                 raise UserError(f"{name}:{current} was the first champion; there is nothing to roll back to")
             self._crown(db, name, previous, current)
-            db.execute(
-                events.insert().values(
-                    name=name, version=previous, action="rollback", previous_champion=current, note=note, created=_now()
-                )
-            )
+            self._event(db, name, previous, "rollback", current, note)
         return self.get(name, previous)
 
     def history(self, name: str) -> list[dict[str, Any]]:

@@ -1,14 +1,9 @@
-"""Alembic's entry point: migrate the connection `databases.upgrade` hands over (no alembic.ini, no URL here)."""
+"""Alembic's entry point: `databases.run_migrations` migrates the connection `databases.upgrade` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 
-connection = context.config.attributes["connection"]
-context.configure(
-    connection=connection,
-    render_as_batch=connection.dialect.name == "sqlite",
-    version_table=context.config.attributes.get("version_table", "alembic_version"),
-)
-with context.begin_transaction():
-    context.run_migrations()
+from tunesmith.databases import run_migrations
+
+run_migrations(context)
